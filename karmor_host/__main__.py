@@ -1,0 +1,3 @@
+from karmor_host.cli import main
+
+main()
