@@ -36,4 +36,9 @@ class Paths:
 
 
 def default_paths() -> Paths:
-    return Paths(bpf_object_dir=default_bpf_object_dir())
+    # Environment overrides let tests run an agent without touching the host's /run or /var.
+    return Paths(
+        bpf_object_dir=default_bpf_object_dir(),
+        run_dir=Path(os.environ.get("KARMOR_RUN_DIR", "/run/karmor")),
+        state_dir=Path(os.environ.get("KARMOR_STATE_DIR", "/var/lib/karmor")),
+    )

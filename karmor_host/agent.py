@@ -1,0 +1,314 @@
+"""The daemon: composition root and life cycle (start, reload, stop, watchdog).
+
+Two threads. The event thread drains the monitor's ring buffer into the alert pipeline.
+The main thread owns everything else: signals, the policy directory, applies, the systemd
+watchdog and the status file. Nothing is shared between them but the pipeline's matcher,
+which is swapped as one reference, and a few counters.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from karmor_host import __version__, control, log
+from karmor_host.alerts.pipeline import AlertPipeline
+from karmor_host.alerts.record import HostInfo
+from karmor_host.config import Config
+from karmor_host.enforce import registry
+from karmor_host.enforce.base import ApplyReport
+from karmor_host.errors import KarmorError
+from karmor_host.kernel.probe import Choice, KernelFacts, choose, probe
+from karmor_host.paths import Paths
+from karmor_host.policy import compile_policies
+from karmor_host.policy.ruleset import Operation, RuleSet
+from karmor_host.policy.selector import HostIdentity
+from karmor_host.policy.store import PolicyStore, ScanResult
+from karmor_host.policy.watch import DirectoryWatcher
+
+_log = log.get("karmor.agent")
+
+RESCAN_S = 30.0  # full rescan even without events: a safety net for missed inotify events
+STATUS_EVERY_S = 2.0
+_OP_CATEGORY = {
+    Operation.PROCESS: "process",
+    Operation.FILE: "file",
+    Operation.NETWORK: "network",
+    Operation.CAPABILITIES: "capabilities",
+    Operation.SYSCALL: "syscall",
+}
+
+
+def _notify(state: str) -> None:
+    """sd_notify through python3-systemd; a no-op outside systemd (no NOTIFY_SOCKET)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    from systemd import daemon
+
+    daemon.notify(state)
+
+
+@dataclass
+class ApplyState:
+    generation: int = 0
+    at: float = 0.0
+    latency_ms: float = 0.0
+    scan: ScanResult | None = None
+    ruleset: RuleSet = field(default_factory=RuleSet)
+    report: ApplyReport | None = None
+    error: str = ""
+
+
+class Agent:
+    def __init__(self, config: Config, paths: Paths) -> None:
+        self.config = config
+        self.paths = paths
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.event_beat = 0  # advanced by the event thread on every poll round
+        self.apply_state = ApplyState()
+        self.facts: KernelFacts | None = None
+        self.choice: Choice | None = None
+        self.monitor: Any = None
+        self.monitor_categories: frozenset[str] = frozenset()
+        self._event_thread: threading.Thread | None = None
+        self._event_error: str = ""
+
+    # --- start ------------------------------------------------------------------------
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.facts = probe(self.paths.bpf_object_dir)
+        self.choice = choose(self.facts, self.config.enforcer, registry.IMPLEMENTED)
+        _log.info("enforcer_chosen", enforcer=self.choice.enforcer, reason=self.choice.reason)
+        self.enforcer = registry.create(self.choice.enforcer)
+        self.host = HostInfo.detect(cluster_name=self.config.cluster, host_name=self.config.hostname or None)
+        self.identity = HostIdentity.detect(hostname=self.config.hostname or None)
+        self.pipeline = AlertPipeline.from_config(self.config, self.host, enforcer_can_block=self.enforcer.can_block)
+        self.store = PolicyStore(self.config.policy_dir)
+        self.watcher = DirectoryWatcher(self.config.policy_dir)
+        self.watcher.start()
+        self.apply("start")
+        self._event_thread = threading.Thread(target=self._event_loop, name="karmor-events", daemon=True)
+        self._event_thread.start()
+        self.write_status()
+        _notify("READY=1\nSTATUS=" + self.status_line())
+        _log.info("ready", seconds=round(time.monotonic() - t0, 3), status=self.status_line())
+
+    # --- policies ---------------------------------------------------------------------
+    def apply(self, why: str) -> None:
+        t0 = time.monotonic()
+        scan = self.store.scan()
+        st = self.apply_state
+        if not scan.changed and st.generation and why != "reload":
+            st.scan = scan  # rejections may have changed even if the rules did not
+            return
+        ruleset = compile_policies(scan.policies, self.identity, self.config.postures)
+        try:
+            report = self.enforcer.apply(ruleset)
+        except KarmorError as exc:
+            st.error = exc.message
+            st.scan = scan
+            _log.error("apply_failed", error=exc.message, keeping="previous rule set")
+            return
+        self._ensure_monitor(ruleset)
+        self.pipeline.swap_ruleset(ruleset)
+        st.generation += 1
+        st.at = time.time()
+        st.latency_ms = (time.monotonic() - t0) * 1000
+        st.scan, st.ruleset, st.report, st.error = scan, ruleset, report, ""
+        self._log_report(why)
+
+    def _log_report(self, why: str) -> None:
+        st = self.apply_state
+        active = [p.name for p in st.ruleset.policies if p.applies]
+        elsewhere = {p.name: p.reason for p in st.ruleset.policies if not p.applies}
+        _log.info(
+            "applied", why=why, generation=st.generation, enforcer=self.enforcer.name,
+            active=active, not_for_this_host=elsewhere, rules=len(st.ruleset.rules),
+            modes=st.report.counts() if st.report else {}, latency_ms=round(st.latency_ms, 1),
+        )
+        for rej in st.scan.rejections if st.scan else ():
+            _log.error("policy_rejected", file=rej.file, reason=rej.reason, keeping_last_good=rej.keeping_last_good)
+        for c in st.ruleset.conflicts:
+            _log.warning("policy_conflict", kept=c.kept, dropped=c.dropped, reason=c.reason)
+
+    # --- monitor ----------------------------------------------------------------------
+    def _needed_categories(self, ruleset: RuleSet) -> frozenset[str]:
+        needed = set(self.config.visibility)
+        needed.update(_OP_CATEGORY[r.operation] for r in ruleset.rules)
+        if any(c.value == "file" for c in ruleset.whitelists):
+            needed.update(("process", "file"))
+        return frozenset(needed)
+
+    def _ensure_monitor(self, ruleset: RuleSet) -> None:
+        """(Re)open the monitor when the rule set needs categories it does not watch."""
+        from karmor_host.kernel.monitor import Monitor  # libbpf only when the agent really runs
+
+        needed = self._needed_categories(ruleset)
+        if self.monitor is not None and needed <= self.monitor_categories:
+            return
+        old = self.monitor
+        self.monitor = Monitor(
+            object_dir=self.paths.bpf_object_dir,
+            visibility=set(needed),
+            ring_size=self.config.ring_buffer_bytes,
+            noise_prefixes=tuple(self.config.ignore_prefixes),
+        )
+        self.monitor_categories = needed
+        _log.info("monitor_started", categories=sorted(needed))
+        if old is not None:
+            old.close()
+
+    def _event_loop(self) -> None:
+        while not self._stop.is_set():
+            monitor = self.monitor
+            try:
+                for event in monitor.poll(100):
+                    self.pipeline.handle(event)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not kill enforcement; log it
+                if monitor is self.monitor:
+                    self._event_error = repr(exc)
+                    _log.exception("event_loop_error")
+                    time.sleep(0.5)
+            self.event_beat += 1
+
+    # --- status -----------------------------------------------------------------------
+    def status_line(self) -> str:
+        st = self.apply_state
+        active = sum(1 for p in st.ruleset.policies if p.applies)
+        rejected = len(st.scan.rejections) if st.scan else 0
+        return (f"enforcer={self.enforcer.name} policies={active} rules={len(st.ruleset.rules)} "
+                f"rejected={rejected} generation={st.generation}")
+
+    def status(self) -> dict[str, Any]:
+        st = self.apply_state
+        rules_by_policy: dict[str, list[dict[str, Any]]] = {}
+        for line in st.report.rules if st.report else ():
+            rules_by_policy.setdefault(line.policy, []).append(
+                {"id": line.rule_id, "mode": line.mode, "by": line.by, "reason": line.reason})
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": self.started,
+            "uptime_s": round(time.time() - self.started, 1),
+            "updated": time.time(),
+            "enforcer": {"name": self.enforcer.name, "reason": self.choice.reason if self.choice else ""},
+            "kernel": self.facts.as_dict() if self.facts else {},
+            "policy_dir": str(self.config.policy_dir),
+            "policy_dir_problem": self.store.dir_problem,
+            "apply": {
+                "generation": st.generation, "at": st.at, "latency_ms": round(st.latency_ms, 2),
+                "error": st.error, "rules": len(st.ruleset.rules),
+                "whitelists": sorted(c.value for c in st.ruleset.whitelists),
+                "postures": {c.value: p.value for c, p in st.ruleset.postures.items()},
+            },
+            "policies": {
+                "active": [{"name": p.name, "file": p.file, "rules": rules_by_policy.get(p.name, [])}
+                           for p in st.ruleset.policies if p.applies],
+                "not_for_this_host": [{"name": p.name, "file": p.file, "reason": p.reason}
+                                      for p in st.ruleset.policies if not p.applies],
+                "rejected": [{"file": r.file, "reason": r.reason, "keeping_last_good": r.keeping_last_good}
+                             for r in (st.scan.rejections if st.scan else ())],
+                "conflicts": [{"kept": c.kept, "dropped": c.dropped, "reason": c.reason}
+                              for c in st.ruleset.conflicts],
+            },
+            "monitor": {
+                "categories": sorted(self.monitor_categories),
+                "drops": self.monitor.drops() if self.monitor else {},
+                "error": self._event_error,
+            },
+            "alerts": self.pipeline.stats(),
+        }
+
+    def write_status(self) -> None:
+        try:
+            control.write_status(self.paths.status_file, self.status())
+        except OSError as exc:
+            _log.error("status_write_failed", path=str(self.paths.status_file), error=str(exc))
+
+    # --- main loop --------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+        self.watcher.poke()  # wake the main loop now
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.start()
+        watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 1e6
+        last_ping, last_beat = time.monotonic(), -1
+        last_status = last_scan = time.monotonic()
+        while not self._stop.is_set():
+            changed = self.watcher.wait(timeout=0.25)
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            elif changed or now - last_scan >= RESCAN_S:
+                last_scan = now
+                self.apply("change" if changed else "rescan")
+            if now - last_status >= STATUS_EVERY_S:
+                last_status = now
+                self.write_status()
+                _notify("STATUS=" + self.status_line())
+            # Ping only when both loops progressed: a stuck event consumer gets us restarted.
+            if watchdog_s and now - last_ping >= watchdog_s / 2:
+                beat = self.event_beat
+                alive = self._event_thread is not None and self._event_thread.is_alive()
+                if alive and beat != last_beat:
+                    _notify("WATCHDOG=1")
+                    last_ping, last_beat = now, beat
+        self.stop()
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config (a bad one is refused, the running one kept) and every policy."""
+        from karmor_host import config as config_mod
+
+        _notify("RELOADING=1")
+        try:
+            new = config_mod.load(Path(self.config.source)) if Path(self.config.source).is_file() else self.config
+        except KarmorError as exc:
+            _log.error("reload_config_refused", error=exc.message, keeping="running configuration")
+            new = self.config
+        if new.policy_dir != self.config.policy_dir:
+            _log.warning("reload_policy_dir_ignored", wanted=str(new.policy_dir),
+                         reason="changing the policy directory needs a restart")
+            new = _replace_policy_dir(new, self.config.policy_dir)
+        self.config = new
+        self.pipeline.reconfigure(new)
+        self.store.files.clear()  # re-read every file
+        self.apply("reload")
+        self.write_status()
+        _notify("READY=1\nSTATUS=" + self.status_line())
+
+    def stop(self) -> None:
+        _notify("STOPPING=1\nSTATUS=stopping")
+        self._stop.set()
+        self.watcher.stop()
+        if self._event_thread is not None:
+            self._event_thread.join(timeout=2)
+        if self.monitor is not None:
+            self.monitor.close()
+        self.pipeline.close()
+        # Enforcement state is left as the enforcer documents (docs/operations.md): the
+        # alerts-only enforcer has nothing installed; LSM enforcers keep their pinned state.
+        self.write_status()
+        _log.info("stopped", status=self.status_line())
+
+
+def _replace_policy_dir(cfg: Config, policy_dir: Path) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, policy_dir=policy_dir)
