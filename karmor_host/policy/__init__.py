@@ -3,13 +3,13 @@
 Public API (everything else in this package is an implementation detail):
 
     load_text(text, file) -> FileResult            pure: one file's text
-    load_file(path) -> LoadResult                  one file from disk
+    load_file(path, text=None) -> LoadResult       one file (from disk unless text is given)
     load_paths(paths) -> LoadResult                files and directories (*.yaml, *.yml)
     merge(file_results) -> LoadResult              combine per-file results; duplicate names
                                                    across files: the first wins, the later
                                                    file is rejected with a Problem naming both
     compile_policies(policies, identity, postures=None, resolve=None) -> RuleSet
-    HostIdentity.from_system(hostname=None, labels=None)
+    HostIdentity.detect(hostname=None, labels=None)
 
 A FileResult with any error carries no policies; warnings never reject anything.
 """

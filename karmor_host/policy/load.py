@@ -130,7 +130,11 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], l
     return files, notes
 
 
-def load_file(path: str | os.PathLike[str]) -> LoadResult:
+def load_file(path: str | os.PathLike[str], text: str | None = None) -> LoadResult:
+    """One file; pass `text` when the caller has already read it (the policy store reads
+    through its own safety checks)."""
+    if text is not None:
+        return LoadResult((load_text(text, str(path)),))
     return LoadResult((_load_one(Path(path)),))
 
 

@@ -32,7 +32,7 @@ class HostIdentity:
     labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_system(
+    def detect(
         cls, hostname: str | None = None, labels: Mapping[str, str] | None = None
     ) -> HostIdentity:
         """This host: uname's node name (or the override) plus the labels Kubernetes would give
@@ -47,6 +47,8 @@ class HostIdentity:
         }
         base.update(labels or {})
         return cls(name, base)
+
+    from_system = detect
 
 
 @dataclass(frozen=True)
