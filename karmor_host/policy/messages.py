@@ -18,9 +18,7 @@ E_KEY_TYPE = "field names must be plain strings; got {got}"
 E_DUPLICATE_KEY = "duplicate field {key!r}; it is already set on line {line}"
 E_MERGE_KEY = "YAML merge keys (<<) are not supported in policies; write the fields out"
 E_API_VERSION = "must be 'security.kubearmor.com/v1'; got {got}"
-E_KIND_NETWORK = (
-    "kind KubeArmorNetworkPolicy is not supported yet; supported kinds: KubeArmorHostPolicy"
-)
+E_KIND_NETWORK = "KubeArmorNetworkPolicy is not supported yet; supported kinds: KubeArmorHostPolicy"
 E_KIND = "unsupported kind {got}; supported kinds: KubeArmorHostPolicy"
 E_NAME = (
     "must be a DNS-1123 name (lower-case letters, digits, '-' and '.', starting and ending"

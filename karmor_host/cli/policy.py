@@ -1,0 +1,203 @@
+"""`karmor-host policy validate|show`: check policy files and see what they compile to here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from karmor_host import config as config_mod
+from karmor_host.cli import main
+from karmor_host.errors import ConfigError, Problem
+from karmor_host.policy import HostIdentity, LoadResult, compile_policies, load_paths
+from karmor_host.policy.ruleset import Category, Posture, Rule, RuleSet, Source
+
+_POSTURES = click.Choice([p.value for p in Posture])
+
+
+@main.group()
+def policy() -> None:
+    """Validate and inspect KubeArmorHostPolicy files."""
+
+
+def _summary(result: LoadResult) -> str:
+    files = len(result.files)
+    invalid = sum(1 for f in result.files if not f.valid)
+    warnings = len(result.problems) - len(result.errors)
+    return (f"{files} file(s), {invalid} invalid; {len(result.errors)} error(s), "
+            f"{warnings} warning(s)")
+
+
+def _validate_doc(result: LoadResult) -> dict[str, Any]:
+    return {
+        "valid": result.ok,
+        "errors": len(result.errors),
+        "warnings": len(result.problems) - len(result.errors),
+        "files": [
+            {
+                "file": f.file,
+                "valid": f.valid,
+                "policies": [p.name for p in f.policies],
+                "problems": [p.as_dict() for p in f.problems],
+            }
+            for f in result.files
+        ],
+    }
+
+
+@policy.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def validate_cmd(paths: Sequence[Path], as_json: bool) -> None:
+    """Check policy files (directories: their *.yaml and *.yml files).
+
+    Prints one `file:line:col: field: message` line per problem. Exit status 0 when there is
+    no error (warnings alone are fine), 1 otherwise.
+    """
+    result = load_paths(paths)
+    if as_json:
+        click.echo(json.dumps(_validate_doc(result), indent=2))
+    else:
+        for p in result.problems:
+            click.echo(str(p))
+        click.echo(_summary(result), err=True)
+    sys.exit(0 if result.ok else 1)
+
+
+# --- show ------------------------------------------------------------------------------------
+
+def _labels(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{v!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _source_text(s: Source) -> str:
+    text = s.path + (" (recursive)" if s.recursive else "")
+    return text if s.original == s.path else f"{text} (from {s.original})"
+
+
+def _target_text(r: Rule) -> str:
+    return r.target if r.original == r.target else f"{r.target} (from {r.original})"
+
+
+def _flags(r: Rule) -> list[str]:
+    flags = [name for name, on in (("recursive", r.recursive), ("readOnly", r.read_only),
+                                   ("ownerOnly", r.owner_only)) if on]
+    if r.syscall:
+        flags.insert(0, f"syscall={r.syscall}")
+    return flags
+
+
+def _rule_dict(r: Rule) -> dict[str, Any]:
+    return {
+        "id": r.id, "policy": r.policy, "file": r.file, "line": r.line,
+        "operation": r.operation.value, "kind": r.kind.value, "target": r.target,
+        "original": r.original, "action": r.action.value, "severity": r.severity,
+        "tags": list(r.tags), "message": r.message,
+        "sources": [{"path": s.path, "original": s.original, "isDir": s.is_dir,
+                     "recursive": s.recursive} for s in r.sources],
+        "recursive": r.recursive, "readOnly": r.read_only, "ownerOnly": r.owner_only,
+        "syscall": r.syscall,
+    }
+
+
+def _show_doc(rs: RuleSet, identity: HostIdentity, problems: Sequence[Problem]) -> dict[str, Any]:
+    return {
+        "host": {"hostname": identity.hostname, "labels": dict(sorted(identity.labels.items()))},
+        "rules": [_rule_dict(r) for r in rs.rules],
+        "policies": [
+            {"name": p.name, "file": p.file, "applies": p.applies, "reason": p.reason,
+             "ruleIds": list(p.rule_ids)}
+            for p in rs.policies
+        ],
+        "whitelists": sorted(c.value for c in rs.whitelists),
+        "postures": {c.value: rs.postures[c].value for c in Category},
+        "conflicts": [{"kept": c.kept, "dropped": c.dropped, "reason": c.reason}
+                      for c in rs.conflicts],
+        "problems": [p.as_dict() for p in problems],
+    }
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _show_text(rs: RuleSet, identity: HostIdentity) -> None:
+    click.echo(f"host: {identity.hostname}")
+    header = ["ID", "POLICY", "ACTION", "OPERATION", "TARGET", "SOURCES", "FLAGS", "SEVERITY"]
+    rows = [header] + [
+        [str(r.id), r.policy, r.action.value, r.operation.value, _target_text(r),
+         ", ".join(_source_text(s) for s in r.sources) or "-", ",".join(_flags(r)) or "-",
+         str(r.severity)]
+        for r in rs.rules
+    ]
+    click.echo(f"\nrules ({len(rs.rules)}):")
+    for line in _table(rows):
+        click.echo(line)
+    elsewhere = [p for p in rs.policies if not p.applies]
+    if elsewhere:
+        click.echo(f"\nnot for this host ({len(elsewhere)}):")
+        for p in elsewhere:
+            click.echo(f"  {p.name} ({p.file}): {p.reason}")
+    click.echo("\npostures:")
+    for c in Category:
+        kind = "whitelist" if c in rs.whitelists else "no Allow rules"
+        click.echo(f"  {c.value}: {rs.postures[c].value} ({kind})")
+    if rs.conflicts:
+        click.echo(f"\nconflicts ({len(rs.conflicts)}):")
+        for c in rs.conflicts:
+            click.echo(f"  kept {c.kept}, dropped {c.dropped}: {c.reason}")
+
+
+@policy.command("show")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--hostname", help="Compile for this host name instead of this machine's.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_labels,
+              help="A host label for nodeSelector matching (repeatable).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Take the host name and default postures from this agent config file.")
+@click.option("--file-posture", type=_POSTURES, help="Default file posture (audit).")
+@click.option("--network-posture", type=_POSTURES, help="Default network posture (audit).")
+@click.option("--capabilities-posture", type=_POSTURES, help="Default capabilities posture (audit).")
+def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels: dict[str, str],
+             config_path: Path | None, file_posture: str | None, network_posture: str | None,
+             capabilities_posture: str | None) -> None:
+    """Show the rules PATH... compile to on this host: ids, canonical targets, sources,
+    policies that are not for this host and why, whitelists, postures and conflicts.
+
+    Invalid files are reported on stderr and left out; the exit status is then 1.
+    """
+    postures = {c: Posture.AUDIT for c in Category}
+    if config_path is not None:
+        try:
+            cfg = config_mod.load(config_path)
+        except ConfigError as exc:
+            click.echo(exc.message, err=True)
+            sys.exit(exc.code)
+        postures.update(cfg.postures)
+        hostname = hostname or cfg.hostname or None
+    for category, value in ((Category.FILE, file_posture), (Category.NETWORK, network_posture),
+                            (Category.CAPABILITIES, capabilities_posture)):
+        if value:
+            postures[category] = Posture(value)
+    result = load_paths(paths)
+    identity = HostIdentity.detect(hostname=hostname, labels=labels)
+    rs = compile_policies(result.policies, identity, postures)
+    if as_json:
+        click.echo(json.dumps(_show_doc(rs, identity, result.problems), indent=2))
+    else:
+        for p in result.problems:
+            click.echo(str(p), err=True)
+        _show_text(rs, identity)
+    sys.exit(0 if result.ok else 1)
