@@ -1,0 +1,227 @@
+"""Event -> match -> records -> throttle -> sinks: the alert path the daemon drives.
+
+Two ways to run it:
+- synchronous (queue_size=0): `handle(event)` does the work in the caller's thread;
+- threaded (queue_size>0, then `start()`): `handle` only enqueues, a worker thread does the
+  rest; when the queue is full the event is dropped and counted, never blocking the caller
+  (the ring-buffer reader).
+Every loss is counted in `stats()`: queue drops, throttled alerts, sink failures, errors.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any
+
+from karmor_host import log
+from karmor_host.alerts import record
+from karmor_host.alerts.match import Matcher
+from karmor_host.alerts.record import MONITOR_ENFORCER, HostInfo
+from karmor_host.alerts.sinks.base import Record, Sink
+from karmor_host.alerts.throttle import Notice, Throttle
+from karmor_host.kernel.events import Event
+
+_STOP = object()
+
+
+def _category_name(value: object) -> str:
+    return str(value.value if isinstance(value, Enum) else value).lower()
+
+
+class AlertPipeline:
+    def __init__(
+        self,
+        matcher: Matcher,
+        throttle: Throttle,
+        sinks: Iterable[Sink],
+        host: HostInfo,
+        *,
+        telemetry: Iterable[object] = (),
+        enforcer: str = MONITOR_ENFORCER,
+        queue_size: int = 0,
+        tick_seconds: float = 1.0,
+    ) -> None:
+        """`telemetry`: categories (process, file, network, capabilities, syscall, or
+        Operation values) whose events that match no rule become HostLog records, for the
+        sinks that take telemetry. `enforcer`: the Enforcer field of alerts the enforcer
+        itself stopped; everything else says `eBPF Monitor`."""
+        self._matcher = matcher
+        self.throttle = throttle
+        self.sinks = list(sinks)
+        self.host = host
+        self.telemetry = frozenset(_category_name(t) for t in telemetry)
+        self.enforcer = enforcer
+        self._tick_seconds = tick_seconds
+        self._queue: queue.Queue[object] | None = queue.Queue(queue_size) if queue_size > 0 else None
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()  # counters are read by `status` from another thread
+        self._throttle_lock = threading.Lock()  # tick() may come from the daemon's loop
+        self._log = log.get("karmor_host.alerts.pipeline")
+        self.events = 0
+        self.alerts_by_policy: Counter[str] = Counter()
+        self.host_logs = 0
+        self.system_events = 0
+        self.queue_drops = 0
+        self.errors = 0  # events that raised while being matched or recorded
+        self.sink_errors: Counter[str] = Counter()  # exceptions that escaped a sink
+
+    # --- configuration ---------------------------------------------------------------------
+
+    @property
+    def matcher(self) -> Matcher:
+        return self._matcher
+
+    def swap_matcher(self, new: Matcher) -> None:
+        """Atomic: each event is matched entirely by the old or entirely by the new matcher
+        (the worker reads the reference once per event; a reference store is atomic)."""
+        self._matcher = new
+
+    # --- input -----------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if self._queue is None:
+            self._process(event)
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            with self._lock:
+                self.queue_drops += 1
+
+    def tick(self) -> None:
+        """Report the end of a throttling period even when no alert comes to trigger it.
+        The worker does this itself; in synchronous mode call it about once a second."""
+        with self._throttle_lock:
+            notices = self.throttle.poll()
+        self._announce(notices)
+
+    # --- threaded mode ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._queue is None or self._worker is not None:
+            return
+        self._worker = threading.Thread(target=self._run, name="karmor-alerts", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Process what is queued, then stop the worker."""
+        if self._queue is None or self._worker is None:
+            return
+        self._queue.put(_STOP)
+        self._worker.join(timeout)
+        self._worker = None
+
+    def close(self) -> None:
+        self.stop()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - one bad sink must not keep the others open
+                self._count_sink_error(sink)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            try:
+                item = self._queue.get(timeout=self._tick_seconds)
+            except queue.Empty:
+                self.tick()
+                continue
+            if item is _STOP:
+                self.flush()
+                return
+            self._process(item)  # type: ignore[arg-type]
+
+    # --- the work --------------------------------------------------------------------------
+
+    def _process(self, event: Event) -> None:
+        with self._lock:
+            self.events += 1
+        try:
+            self._alert_or_log(event)
+        except Exception:  # noqa: BLE001 - a bad event must not stop the alert path
+            with self._lock:
+                self.errors += 1
+            self._log.exception("event_processing_failed", kind=getattr(event, "kind", None))
+
+    def _alert_or_log(self, event: Event) -> None:
+        decisions = self._matcher.match(event)  # one read of the reference: see swap_matcher
+        if not decisions:
+            self.tick()
+            if record.operation_of(event).lower() in self.telemetry:
+                with self._lock:
+                    self.host_logs += 1
+                self._emit(record.host_log(event, self.host), telemetry=True)
+            return
+        for d in decisions:
+            with self._throttle_lock:
+                admitted, notices = self.throttle.offer(d.policy_name)
+            self._announce(notices)
+            if not admitted:
+                continue
+            enforcer = self.enforcer if d.enforced else MONITOR_ENFORCER
+            rec = record.alert(event, d.rule, self.host, d.action, enforcer, d.policy_name,
+                               operation=d.operation.value)
+            with self._lock:
+                self.alerts_by_policy[d.policy_name] += 1
+            self._emit(rec)
+
+    def _announce(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            with self._lock:
+                self.system_events += 1
+            self._emit(notice.record(self.host))
+
+    def _emit(self, rec: Record, telemetry: bool = False) -> None:
+        for sink in self.sinks:
+            if telemetry and not sink.telemetry:
+                continue
+            try:
+                sink.emit(rec)
+            except Exception:  # noqa: BLE001 - sinks should count, not raise; guard anyway
+                self._count_sink_error(sink)
+
+    def _count_sink_error(self, sink: Sink) -> None:
+        with self._lock:
+            self.sink_errors[getattr(sink, "name", type(sink).__name__)] += 1
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except Exception:  # noqa: BLE001
+                self._count_sink_error(sink)
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for `karmor-host status` (plain JSON-able data)."""
+        with self._lock:
+            out: dict[str, Any] = {
+                "events": self.events,
+                "alerts": sum(self.alerts_by_policy.values()),
+                "alerts_by_policy": dict(sorted(self.alerts_by_policy.items())),
+                "host_logs": self.host_logs,
+                "system_events": self.system_events,
+                "queue_drops": self.queue_drops,
+                "queue_depth": self._queue.qsize() if self._queue is not None else 0,
+                "errors": self.errors,
+            }
+            sink_errors = dict(self.sink_errors)
+        with self._throttle_lock:
+            out["suppressed"] = self.throttle.suppressed_total
+            out["suppressed_by_policy"] = dict(sorted(self.throttle.suppressed_by_policy.items()))
+            out["throttled"] = self.throttle.quiet
+        out["sinks"] = {
+            getattr(s, "name", type(s).__name__): {
+                "sent": s.sent,
+                "failed": s.failed + sink_errors.get(getattr(s, "name", type(s).__name__), 0),
+            }
+            for s in self.sinks
+        }
+        out["rules_checked"] = self._matcher.rules_checked
+        return out
