@@ -25,6 +25,7 @@ def version() -> None:
 
 def _register() -> None:
     # Imported here so that each command module can import `main` without a cycle.
+    from karmor_host.cli import logs as _logs  # noqa: F401
     from karmor_host.cli import policy as _policy  # noqa: F401
     from karmor_host.cli import probe as _probe  # noqa: F401
     from karmor_host.cli import run as _run  # noqa: F401
