@@ -85,6 +85,16 @@ def _source_text(s: Source) -> str:
     return text if s.original == s.path else f"{text} (from {s.original})"
 
 
+def _sources_text(r: Rule, shown: int = 2) -> str:
+    """A table cell: long fromSource lists are cut short (--json has them all)."""
+    if not r.sources:
+        return "-"
+    texts = [_source_text(s) for s in r.sources]
+    if len(texts) > shown + 1:
+        texts = texts[:shown] + [f"... (+{len(texts) - shown} more)"]
+    return ", ".join(texts)
+
+
 def _target_text(r: Rule) -> str:
     return r.target if r.original == r.target else f"{r.target} (from {r.original})"
 
@@ -137,7 +147,7 @@ def _show_text(rs: RuleSet, identity: HostIdentity) -> None:
     header = ["ID", "POLICY", "ACTION", "OPERATION", "TARGET", "SOURCES", "FLAGS", "SEVERITY"]
     rows = [header] + [
         [str(r.id), r.policy, r.action.value, r.operation.value, _target_text(r),
-         ", ".join(_source_text(s) for s in r.sources) or "-", ",".join(_flags(r)) or "-",
+         _sources_text(r), ",".join(_flags(r)) or "-",
          str(r.severity)]
         for r in rs.rules
     ]
