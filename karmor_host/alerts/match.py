@@ -4,7 +4,7 @@ A Matcher is compiled once per RuleSet into lookup tables, so the cost of one ev
 not grow with the number of rules:
   operation -> fromSource scope (none | exact exe | directory) -> target index
   target index: exact-path dict, per-directory dicts found by walking the path's parents,
-  globs bucketed by their literal directory, and name dicts (execname, protocol,
+  a trie of glob components (glob.GlobIndex), and name dicts (execname, protocol,
   capability, syscall).
 Only the candidates found there are checked against the rule's conditions (readOnly,
 ownerOnly). The semantics are documented in docs/alerts.md ("Matching").
@@ -12,13 +12,12 @@ ownerOnly). The semantics are documented in docs/alerts.md ("Matching").
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar, Union
 
 from karmor_host.alerts import names
-from karmor_host.alerts.glob import compile_glob, literal_dir
+from karmor_host.alerts.glob import GlobIndex
 from karmor_host.alerts.record import DEFAULT_POSTURE
 from karmor_host.kernel.events import Event, EventKind
 from karmor_host.policy.ruleset import (
@@ -102,7 +101,7 @@ class _Targets:
     exact: dict[str, list[Rule]] = field(default_factory=dict)
     direct: dict[str, list[Rule]] = field(default_factory=dict)  # non-recursive dirs
     recursive: dict[str, list[Rule]] = field(default_factory=dict)
-    patterns: dict[str, list[tuple[re.Pattern[str], Rule]]] = field(default_factory=dict)
+    patterns: GlobIndex[Rule] = field(default_factory=GlobIndex)
     names: dict[str, list[Rule]] = field(default_factory=dict)
 
     def add(self, rule: Rule) -> None:
@@ -113,7 +112,7 @@ class _Targets:
             table = self.recursive if rule.recursive else self.direct
             table.setdefault(target, []).append(rule)
         elif kind is TargetKind.PATTERN:
-            self.patterns.setdefault(literal_dir(target), []).append((compile_glob(target), rule))
+            self.patterns.add(target, rule)
         elif kind is TargetKind.CAPABILITY:
             key = target.lower()
             self.names.setdefault(key[4:] if key.startswith("cap_") else key, []).append(rule)
@@ -128,17 +127,13 @@ class _Targets:
         if not path:
             return
         yield from self.exact.get(path, ())
-        if self.direct or self.recursive or self.patterns:
+        if self.direct or self.recursive:
             for depth, parent in enumerate(parents(path)):
                 if depth == 0:
                     yield from self.direct.get(parent, ())
                 yield from self.recursive.get(parent, ())
-                for regex, rule in self.patterns.get(parent, ()):
-                    if regex.fullmatch(path):
-                        yield rule
-            for regex, rule in self.patterns.get("", ()):
-                if regex.fullmatch(path):
-                    yield rule
+        if self.patterns:
+            yield from self.patterns.lookup(path)
 
 
 T = TypeVar("T")
@@ -287,6 +282,8 @@ class Matcher:
                     allowed = allowed or _conditions_hold(rule, event)
                 elif not _restricted(rule) or not _conditions_hold(rule, event):
                     hits[rule.id] = rule
+        if not hits and not self._confined:
+            return []  # the common case: nothing matched and no whitelist to fall out of
         return self._decide(op, source, hits.values(), allowed)
 
     def _decide(self, op: Operation, source: str, hits: Iterable[Rule], allowed: bool) -> list[Decision]:
