@@ -239,6 +239,10 @@ class Matcher:
         if rule.action is Action.ALLOW and category in self.ruleset.whitelists:
             self._confined.setdefault(category, _SourceMap(lambda: True)).slots_for(rule)
 
+    @property
+    def can_block(self) -> CanBlock:
+        return self._can_block
+
     def index_sizes(self) -> dict[str, int]:
         """Scope tables per operation (fromSource scopes, plus the everyone scope)."""
         sizes = {op.value: len(m) for op, m in self._scopes.items()}

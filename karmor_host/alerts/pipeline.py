@@ -6,6 +6,7 @@ Two ways to run it:
   rest; when the queue is full the event is dropped and counted, never blocking the caller
   (the ring-buffer reader).
 Every loss is counted in `stats()`: queue drops, throttled alerts, sink failures, errors.
+`from_config` builds the daemon's pipeline (threaded, journald sink) and starts it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
 from karmor_host.alerts import record
-from karmor_host.alerts.match import Matcher
+from karmor_host.alerts.match import CanBlock, Matcher
 from karmor_host.alerts.record import MONITOR_ENFORCER, HostInfo
 from karmor_host.alerts.sinks.base import Record, Sink
+from karmor_host.alerts.sinks.journald import JournaldSink
 from karmor_host.alerts.throttle import Notice, Throttle
 from karmor_host.kernel.events import Event
+from karmor_host.policy.ruleset import RuleSet
+
+if TYPE_CHECKING:
+    from karmor_host.config import Config
 
 _STOP = object()
+DEFAULT_QUEUE = 16_384  # events between the ring-buffer reader and the worker
 
 
 def _category_name(value: object) -> str:
@@ -62,12 +69,41 @@ class AlertPipeline:
         self._throttle_lock = threading.Lock()  # tick() may come from the daemon's loop
         self._log = log.get("karmor_host.alerts.pipeline")
         self.events = 0
-        self.alerts_by_policy: Counter[str] = Counter()
+        self.per_policy: Counter[str] = Counter()  # alerts sent, per PolicyName
         self.host_logs = 0
         self.system_events = 0
         self.queue_drops = 0
         self.errors = 0  # events that raised while being matched or recorded
         self.sink_errors: Counter[str] = Counter()  # exceptions that escaped a sink
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        host: HostInfo,
+        *,
+        enforcer_can_block: CanBlock = False,
+        enforcer: str = MONITOR_ENFORCER,
+        sinks: Iterable[Sink] | None = None,
+        queue_size: int = DEFAULT_QUEUE,
+    ) -> AlertPipeline:
+        """The daemon's pipeline, started: an empty rule set until `swap_ruleset`, the
+        journald sink unless disabled, telemetry = `visibility`, throttling from config.
+        `enforcer` is the Enforcer name of alerts the enforcer stopped (BPFLSM, AppArmor...)."""
+        t = config.throttle
+        if sinks is None:
+            sinks = [JournaldSink(telemetry=config.journald.telemetry)] if config.journald.enabled else []
+        pipeline = cls(
+            Matcher(RuleSet(), enforcer_can_block),
+            Throttle(max_per_second=t.max_per_second, quiet_seconds=t.quiet_seconds, enabled=t.enabled),
+            sinks,
+            host,
+            telemetry=config.visibility,
+            enforcer=enforcer,
+            queue_size=queue_size,
+        )
+        pipeline.start()
+        return pipeline
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -79,6 +115,25 @@ class AlertPipeline:
         """Atomic: each event is matched entirely by the old or entirely by the new matcher
         (the worker reads the reference once per event; a reference store is atomic)."""
         self._matcher = new
+
+    def swap_ruleset(self, ruleset: RuleSet) -> None:
+        """Compile a matcher for `ruleset` (in the caller's thread) and swap it in."""
+        self.swap_matcher(Matcher(ruleset, self._matcher.can_block))
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration: throttle limits (counts are kept), telemetry
+        categories, the journald sink's telemetry switch, and the record identity."""
+        t = config.throttle
+        with self._throttle_lock:
+            self.throttle.max_per_second = t.max_per_second
+            self.throttle.quiet_seconds = t.quiet_seconds
+            self.throttle.enabled = t.enabled
+        self.telemetry = frozenset(_category_name(v) for v in config.visibility)
+        for sink in self.sinks:
+            if isinstance(sink, JournaldSink):
+                sink.telemetry = config.journald.telemetry
+        if config.cluster != self.host.cluster_name or (config.hostname or self.host.host_name) != self.host.host_name:
+            self.host = HostInfo.detect(cluster_name=config.cluster, host_name=config.hostname or None)
 
     # --- input -----------------------------------------------------------------------------
 
@@ -152,7 +207,7 @@ class AlertPipeline:
         decisions = self._matcher.match(event)  # one read of the reference: see swap_matcher
         if not decisions:
             self.tick()
-            if record.operation_of(event).lower() in self.telemetry:
+            if record.operation_of(event).lower() in self.telemetry and any(s.telemetry for s in self.sinks):
                 with self._lock:
                     self.host_logs += 1
                 self._emit(record.host_log(event, self.host), telemetry=True)
@@ -167,7 +222,7 @@ class AlertPipeline:
             rec = record.alert(event, d.rule, self.host, d.action, enforcer, d.policy_name,
                                operation=d.operation.value)
             with self._lock:
-                self.alerts_by_policy[d.policy_name] += 1
+                self.per_policy[d.policy_name] += 1
             self._emit(rec)
 
     def _announce(self, notices: list[Notice]) -> None:
@@ -203,8 +258,8 @@ class AlertPipeline:
         with self._lock:
             out: dict[str, Any] = {
                 "events": self.events,
-                "alerts": sum(self.alerts_by_policy.values()),
-                "alerts_by_policy": dict(sorted(self.alerts_by_policy.items())),
+                "alerts": sum(self.per_policy.values()),
+                "per_policy": dict(sorted(self.per_policy.items())),
                 "host_logs": self.host_logs,
                 "system_events": self.system_events,
                 "queue_drops": self.queue_drops,

@@ -67,7 +67,7 @@ def test_alerts_reach_every_sink_and_are_counted_per_policy():
     assert out.records == j.records
     s = p.stats()
     assert s["events"] == 3 and s["alerts"] == 3
-    assert s["alerts_by_policy"] == {"etc": 2, "shadow": 1}
+    assert s["per_policy"] == {"etc": 2, "shadow": 1}
     assert s["sinks"] == {"journald": {"sent": 3, "failed": 0}, "stdout": {"sent": 3, "failed": 0}}
 
 
@@ -182,3 +182,41 @@ def test_threaded_mode_bounded_queue_counts_drops():
     s = p.stats()
     assert (s["events"], s["alerts"], s["queue_drops"], s["queue_depth"]) == (3, 3, 3, 0)
     assert len(sink.records) == 3
+
+
+def test_from_config_swap_ruleset_and_reconfigure():
+    from dataclasses import replace
+
+    from karmor_host.alerts.sinks.journald import JournaldSink
+    from karmor_host.config import Config, JournaldSinkConfig, ThrottleConfig
+    from karmor_host.policy.ruleset import Category, Posture
+
+    cfg = Config(visibility=frozenset({"file"}),
+                 throttle=ThrottleConfig(enabled=True, max_per_second=2, quiet_seconds=7))
+    default = AlertPipeline.from_config(cfg, HOST)
+    try:
+        assert [type(s) for s in default.sinks] == [JournaldSink]
+        assert default.sinks[0].telemetry is False  # HostLog to journald is opt-in
+    finally:
+        default.close()
+    quiet = AlertPipeline.from_config(replace(cfg, journald=JournaldSinkConfig(enabled=False)), HOST)
+    quiet.close()
+    assert quiet.sinks == []
+
+    sink = ListSink("s", telemetry=True)
+    p = AlertPipeline.from_config(cfg, HOST, sinks=[sink], queue_size=0)  # synchronous for the test
+    assert (p.throttle.max_per_second, p.throttle.quiet_seconds, p.telemetry) == (2, 7, {"file"})
+    p.handle(opened("/etc/shadow"))
+    assert [r["Type"] for r in sink.records] == ["HostLog"]  # empty rule set until applied
+    rs = RuleSet(rules=(file_rule("/etc/shadow", policy="shadow"),),
+                 postures={c: Posture.AUDIT for c in Category})
+    p.swap_ruleset(rs)
+    assert p.matcher.ruleset is rs
+    p.handle(opened("/etc/shadow"))
+    assert sink.records[-1]["PolicyName"] == "shadow"
+
+    p.reconfigure(replace(cfg, visibility=frozenset({"process"}), cluster="prod",
+                          throttle=ThrottleConfig(enabled=False, max_per_second=50, quiet_seconds=1)))
+    assert (p.throttle.enabled, p.throttle.max_per_second, p.telemetry) == (False, 50, {"process"})
+    p.handle(opened("/etc/shadow"))
+    assert sink.records[-1]["ClusterName"] == "prod"
