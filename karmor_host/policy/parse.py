@@ -52,13 +52,17 @@ def _is_empty(node: yaml.Node) -> bool:
 def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        what = exc.problem or "invalid YAML"
+        if exc.context:
+            what += f" ({exc.context})"
         if mark is None:
             return Problem(file, 0, 0, "", E_YAML.format(what=what))
         return Problem(file, mark.line + 1, mark.column + 1, "", E_YAML.format(what=what))
     if isinstance(exc, yaml.reader.ReaderError):
         line, col = _line_col(text, exc.position)
-        what = f"character {exc.character!r} is not allowed in YAML"
+        char = exc.character  # a code point for text input, a byte for bytes
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        what = f"character {shown} is not allowed in YAML"
         return Problem(file, line, col, "", E_YAML.format(what=what))
     return Problem(file, 0, 0, "", E_YAML.format(what=str(exc)))
 

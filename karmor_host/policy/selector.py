@@ -94,7 +94,7 @@ def _check(key: str, want: str, identity: HostIdentity) -> str:
     if have is None:
         return f"this host has no label {key!r} (the policy wants {want!r})"
     if have != want:
-        return f"label {key!r} is {have!r} on this host; the policy wants {want!r}"
+        return f"label {key!r} is {have!r} on this host, the policy wants {want!r}"
     return ""
 
 

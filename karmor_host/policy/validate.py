@@ -133,10 +133,13 @@ def _source(r: Report, node: yaml.Node, field: str, allow_dir: bool) -> SourceSp
             return SourceSpec(path, line=line)
         return None
     keys = ("path", "dir", "recursive") if allow_dir else ("path",)
+    before = r.error_count
     m = fields_of(r, node, field, keys)
     if m is None:
         return None
     given = [k for k in ("path", "dir") if k in m]
+    if not given and r.error_count > before:
+        return None  # the misspelt or misplaced key is already reported
     if len(given) != 1:
         one_of = "path, dir" if allow_dir else "path"
         r.error(node, field, M.E_SOURCE_ONE_OF.format(keys=one_of))
@@ -164,9 +167,10 @@ def _sources(r: Report, node: yaml.Node, field: str, allow_dir: bool) -> tuple[S
     return kept if len(kept) == len(out) else None
 
 
-def _target(r: Report, shape: _Shape, section: str, m: Fields, node: yaml.Node, field: str
-            ) -> tuple[TargetKind, tuple[str, ...], tuple[str, ...]] | None:
-    """(kind, targets, syscalls) of one rule."""
+def _target(r: Report, shape: _Shape, section: str, m: Fields, node: yaml.Node, field: str,
+            key_errors: bool) -> tuple[TargetKind, tuple[str, ...], tuple[str, ...]] | None:
+    """(kind, targets, syscalls) of one rule. A missing target is not reported when the
+    rule's keys already had errors: a misspelt key usually *is* the missing one."""
     if section == "process" and shape.target == "path":
         if "path" in m and "execname" in m:
             r.error(node, field, M.E_PATH_AND_EXECNAME)
@@ -175,10 +179,12 @@ def _target(r: Report, shape: _Shape, section: str, m: Fields, node: yaml.Node, 
             name = F.execname(r, m["execname"][1], _join(field, "execname"))
             return None if name is None else (TargetKind.EXECNAME, (name,), ())
         if "path" not in m:
-            r.error(node, _join(field, "path"), M.E_PATH_OR_EXECNAME)
+            if not key_errors:
+                r.error(node, _join(field, "path"), M.E_PATH_OR_EXECNAME)
             return None
     if shape.target not in m:
-        r.error(node, _join(field, shape.target), M.E_REQUIRED)
+        if not key_errors:
+            r.error(node, _join(field, shape.target), M.E_REQUIRED)
         return None
     value, where = m[shape.target][1], _join(field, shape.target)
     if shape.kind is TargetKind.SYSCALL:
@@ -187,7 +193,8 @@ def _target(r: Report, shape: _Shape, section: str, m: Fields, node: yaml.Node, 
     if section == "syscalls":  # matchPaths: a file or a directory, plus the syscalls
         path = F.any_path(r, value, where)
         if "syscall" not in m:
-            r.error(node, _join(field, "syscall"), M.E_REQUIRED)
+            if not key_errors:
+                r.error(node, _join(field, "syscall"), M.E_REQUIRED)
             return None
         names = F.syscalls(r, m["syscall"][1], _join(field, "syscall"))
         if path is None or names is None:
@@ -214,10 +221,11 @@ def _rule(r: Report, section: str, list_key: str, node: yaml.Node, field: str) -
     if shape.sources != "none":
         keys.append("fromSource")
     keys += META
+    before = r.error_count
     m = fields_of(r, node, field, keys)
     if m is None:
         return None
-    before = r.error_count
+    key_errors = r.error_count > before
     meta = _meta(r, m, field, syscall=section == "syscalls")
     flags = {f: bool(F.want_bool(r, m[f][1], _join(field, f))) for f in shape.flags if f in m}
     sources: tuple[SourceSpec, ...] | None = ()
@@ -225,7 +233,7 @@ def _rule(r: Report, section: str, list_key: str, node: yaml.Node, field: str) -
         sources = _sources(r, m["fromSource"][1], _join(field, "fromSource"), shape.sources == "syscall")
     if shape.sources == "required" and sources == ():
         r.error(node, _join(field, "fromSource"), M.E_FROMSOURCE_REQUIRED.format(section=section))
-    target = _target(r, shape, section, m, node, field)
+    target = _target(r, shape, section, m, node, field, key_errors)
     if target is None or sources is None or r.error_count > before:
         return None
     kind, targets, syscalls = target
