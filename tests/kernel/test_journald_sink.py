@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -102,6 +103,26 @@ def test_logs_command_prints_the_same_record():
     # filters that exclude it
     assert logs("--json", "--policy", policy, "--type", "system") == ""
     assert logs("--json", "--policy", policy, "--operation", "Network") == ""
+
+
+def test_logs_follow_prints_new_records():
+    policy = unique("jtest-follow")
+    old = record.alert(an_event(), the_rule(policy), HostInfo.detect(), "Audit", "eBPF Monitor", policy)
+    JournaldSink().emit(old)
+    journalctl(f"KARMOR_POLICY_NAME={policy}")
+    proc = subprocess.Popen([KARMOR, "logs", "-f", "--json", "--policy", policy],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let it open the journal and reach the end
+        new = dict(old, Message="the new one")
+        JournaldSink().emit(new)
+        ready, _, _ = select.select([proc.stdout], [], [], 10.0)
+        assert ready, "no record within 10 s"
+        assert json.loads(proc.stdout.readline()) == new  # the old one is not repeated
+        assert proc.poll() is None  # still following
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
 def test_pipeline_alerts_and_throttle_notices_reach_the_journal():
