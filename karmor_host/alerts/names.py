@@ -157,6 +157,21 @@ CAPABILITIES: dict[int, str] = {
 CAPABILITY_NUMBERS: dict[str, int] = {name: num for num, name in CAPABILITIES.items()}
 
 
+# Labels of Event.sys_args in the Data field, KubeArmor's words where it has them
+# (`syscall=SYS_SETUID userid=0`, `syscall=SYS_MOUNT source=... target=... filesystem=...`).
+# "target" is the event's path.
+SYSCALL_ARG_LABELS: dict[str, tuple[str, ...]] = {
+    "unlinkat": ("flags",),
+    "umount2": ("target", "flag"),
+    "chown": ("userid", "group"),
+    "fchownat": ("userid", "group", "mode"),
+    "setuid": ("userid",),
+    "setgid": ("userid",),
+    "ptrace": ("request", "pid"),
+    "mount": ("source", "target", "filesystem", "mountflag"),
+}
+
+
 def family_name(family: int) -> str:
     return ADDRESS_FAMILIES.get(family, str(family))
 

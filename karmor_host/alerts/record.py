@@ -134,6 +134,20 @@ def resource(event: Event) -> str:
     return event.path  # OPEN, SYSCALL
 
 
+def _syscall_args(event: Event) -> str:
+    args = list(getattr(event, "sys_args", ()))
+    labels = names.SYSCALL_ARG_LABELS.get(event.syscall)
+    if labels is None:
+        return f" args={','.join(str(a) for a in args)}" if args else ""
+    out = []
+    for label in labels:
+        if label == "target":
+            out.append(f" target={event.path}")
+        elif args:  # the monitor may not have sent them all
+            out.append(f" {label}={args.pop(0)}")
+    return "".join(out)
+
+
 def data(event: Event, lsm: str = "") -> str:
     kind = event.kind
     if kind is EventKind.CAPABLE:
@@ -151,6 +165,8 @@ def data(event: Event, lsm: str = "") -> str:
             )
         elif kind is EventKind.EXIT:
             text += f" exit_code={event.retval}"
+        elif kind is EventKind.SYSCALL:
+            text += _syscall_args(event)
     if lsm:
         text += f" lsm={lsm}"
     return text

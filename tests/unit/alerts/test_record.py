@@ -8,7 +8,7 @@ import pytest
 
 from karmor_host.alerts import record
 from karmor_host.alerts.record import HostInfo
-from karmor_host.kernel.events import EventKind
+from karmor_host.kernel.events import Event, EventKind
 from karmor_host.policy.ruleset import Action, Operation, TargetKind
 
 from .helpers import event, executed, opened, rule
@@ -206,3 +206,25 @@ def test_host_info_detect(tmp_path):
     assert info == HostInfo("prod", "h1", "abcdef0123456789abcdef0123456789")
     missing = HostInfo.detect(machine_id_path=tmp_path / "none")
     assert missing.node_id == "" and missing.cluster_name == "default" and missing.host_name
+
+
+@pytest.mark.parametrize(
+    "syscall, path, args, data",
+    [
+        ("setuid", "", (0,), "syscall=SYS_SETUID userid=0"),
+        ("chown", "/tmp/f", (1000, 100), "syscall=SYS_CHOWN userid=1000 group=100"),
+        ("fchownat", "/tmp/f", (0, 0, 256), "syscall=SYS_FCHOWNAT userid=0 group=0 mode=256"),
+        ("unlinkat", "/tmp/d", (512,), "syscall=SYS_UNLINKAT flags=512"),
+        ("ptrace", "", (16, 4242), "syscall=SYS_PTRACE request=16 pid=4242"),
+        ("mount", "/mnt", ("tmpfs", "tmpfs", 0),
+         "syscall=SYS_MOUNT source=tmpfs target=/mnt filesystem=tmpfs mountflag=0"),
+        ("umount2", "/mnt", (2,), "syscall=SYS_UMOUNT2 target=/mnt flag=2"),
+        ("kexec_load", "", (1, 2), "syscall=SYS_KEXEC_LOAD args=1,2"),
+        ("unlink", "/tmp/x", (), "syscall=SYS_UNLINK"),
+    ],
+)
+def test_syscall_arguments_in_data(syscall, path, args, data):
+    if "sys_args" not in Event.__dataclass_fields__:
+        pytest.skip("the monitor's Event has no sys_args yet")
+    ev = event(EventKind.SYSCALL, syscall=syscall, path=path, sys_args=args)
+    assert record.host_log(ev, HOST)["Data"] == data
