@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Protocol, runtime_checkable
 
 Record = dict[str, Any]
@@ -22,7 +23,7 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class CountingSink:
+class CountingSink(ABC):
     """Shared counters; subclasses implement `_write` and may raise from it."""
 
     name = "sink"
@@ -41,8 +42,9 @@ class CountingSink:
         else:
             self.sent += 1
 
+    @abstractmethod
     def _write(self, record: Record) -> None:
-        raise NotImplementedError
+        """Deliver one record or raise."""
 
     def _failed(self, exc: Exception) -> None:
         """Hook: report the failure (subclasses log once)."""
