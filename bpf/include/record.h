@@ -106,15 +106,15 @@ static __always_inline void rec__context(struct scratch *s, struct task_struct *
 	s->ctx_dirty = 1;
 }
 
-/* Sends the record; a full ring buffer is counted, never silent. */
-static __always_inline void rec__submit(struct scratch *s, __u32 category)
+/* Sends the record; a full ring buffer is counted, never silent. True when sent. */
+static __always_inline bool rec__submit(struct scratch *s, __u32 category)
 {
 	__u64 flags = 0; /* kernel default: wake the reader only if it had caught up */
 	__u32 size = s->off;
 	__u64 *n;
 
 	if (size > KARMOR_BUF_SIZE)
-		return;
+		return false;
 	if (karmor_cfg.wakeup_bytes)
 		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= karmor_cfg.wakeup_bytes ?
 				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
@@ -122,10 +122,11 @@ static __always_inline void rec__submit(struct scratch *s, __u32 category)
 		n = bpf_map_lookup_elem(&drops, &category);
 		if (n)
 			*n += 1;
-		return;
+		return false;
 	}
 	if (s->ctx_dirty)
 		bpf_map_update_elem(&proc_ctx, &s->rec.hdr.tgid, &s->ctx_new, BPF_ANY);
+	return true;
 }
 
 #endif /* KARMOR_RECORD_H */
