@@ -58,3 +58,9 @@ class Event:
     capability: int = -1  # CAP_* number
     # SYSCALL: the syscall's name, e.g. "unlinkat"; EXIT: exit code in retval
     syscall: str = ""
+    # SYSCALL: its other arguments, in the syscall's order (bpf/README.md lists them):
+    # unlinkat (flags,) chown (uid, gid) fchownat (uid, gid, flags) setuid (uid,)
+    # setgid (gid,) ptrace (request, pid) mount (source, fstype, flags) umount2 (flags,)
+    sys_args: tuple[int | str, ...] = ()
+    # a path or argv was cut to the monitor's bounds (depth, length)
+    truncated: bool = False
