@@ -25,7 +25,7 @@ from karmor_host.policy.ruleset import Action, Operation, Rule, RuleSet, TargetK
 
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parents[2]
-KARMOR = str(REPO / ".venv" / "bin" / "karmor-host")
+KARMOR = [sys.executable, "-m", "karmor_host"]  # the CLI of this checkout, with this interpreter
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,7 +93,8 @@ def test_logs_command_prints_the_same_record():
     journalctl(f"KARMOR_POLICY_NAME={policy}")  # wait until journald has it
 
     def logs(*args: str) -> str:
-        return subprocess.run([KARMOR, "logs", *args], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([*KARMOR, "logs", *args], capture_output=True, text=True, check=True,
+                              cwd=REPO).stdout
 
     lines = logs("--json", "--policy", policy).splitlines()
     assert [json.loads(line) for line in lines] == [rec]
@@ -110,8 +111,8 @@ def test_logs_follow_prints_new_records():
     old = record.alert(an_event(), the_rule(policy), HostInfo.detect(), "Audit", "eBPF Monitor", policy)
     JournaldSink().emit(old)
     journalctl(f"KARMOR_POLICY_NAME={policy}")
-    proc = subprocess.Popen([KARMOR, "logs", "-f", "--json", "--policy", policy],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*KARMOR, "logs", "-f", "--json", "--policy", policy],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         time.sleep(1.0)  # let it open the journal and reach the end
         new = dict(old, Message="the new one")
