@@ -109,3 +109,10 @@ def test_a_broken_file_leaves_other_files_alone(tmp_path: Path) -> None:
     r = load_paths([tmp_path])
     assert [p.name for p in r.policies] == ["b"]
     assert [f.valid for f in r.files] == [False, True]
+
+
+def test_self_referencing_aliases_are_problems_not_loops() -> None:
+    text = good("a") + "  tags: &t [*t]\n  file:\n    matchPaths: &m [*m]\n"
+    r = load_text(text, "f.yaml")
+    assert not r.valid
+    assert sorted(p.field for p in r.problems) == ["spec.file.matchPaths[0]", "spec.tags[0]"]
