@@ -107,6 +107,7 @@ class Agent:
         st = self.apply_state
         if not scan.changed and st.generation and why != "reload":
             st.scan = scan  # rejections may have changed even if the rules did not
+            self.write_status()
             return
         ruleset = compile_policies(scan.policies, self.identity, self.config.postures)
         try:
@@ -123,6 +124,8 @@ class Agent:
         st.latency_ms = (time.monotonic() - t0) * 1000
         st.scan, st.ruleset, st.report, st.error = scan, ruleset, report, ""
         self._log_report(why)
+        if self._event_thread is not None:  # at start, status is written once everything runs
+            self.write_status()
 
     def _log_report(self, why: str) -> None:
         st = self.apply_state

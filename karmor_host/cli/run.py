@@ -36,8 +36,15 @@ def run_cmd(config_path: Path | None, policy_dir: Path | None) -> None:
         sys.exit(exc.code)
     if policy_dir is not None:
         cfg = replace(cfg, policy_dir=policy_dir.resolve())
-    log.configure(level=cfg.log_level)
     from karmor_host.agent import Agent  # heavy imports only for the daemon
+    from karmor_host.alerts.sinks.journald import JournalLogProcessor
+
+    # Own logs go to the journal with structured fields; under systemd stderr already is the
+    # journal, so the plain copy is dropped there to avoid every line appearing twice.
+    extra = ()
+    if cfg.journald.enabled:
+        extra = (JournalLogProcessor(passthrough=not log.stderr_is_journal()),)
+    log.configure(level=cfg.log_level, extra_processors=extra)
 
     try:
         sys.exit(Agent(cfg, default_paths()).run())

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -27,7 +28,9 @@ HEAD = shutil.which("head")
 def agent(tmp_path_factory):
     assert os.geteuid() == 0, "kernel tests run as root"
     ensure_journald()
-    a = AgentProc(tmp_path_factory.mktemp("agent"))
+    # Whitelist tests make every file a source program opens a DefaultPosture alert: lift the
+    # throttle so the assertions see each alert (throttling has its own test).
+    a = AgentProc(tmp_path_factory.mktemp("agent"), extra_config="throttle: {maxAlertsPerSecond: 100000}\n")
     a.ready_seconds = a.start()
     yield a
     a.stop()
@@ -216,7 +219,7 @@ def test_kubearmor_audit_scenarios(agent, tmp_path):
     d = tmp_path / "audited"
     d.mkdir()
     os.chmod(tmp_path, 0o755)
-    python = os.path.realpath(shutil.which("python3"))
+    python = os.path.realpath(sys.executable)  # not a PATH lookup: pyenv shims are scripts
     text = (
         POLICY_HEAD.format(name=hosts)
         + f"  file:\n    matchPaths:\n    - path: /etc/hosts\n      fromSource:\n      - path: {CAT}\n  action: Audit\n"
