@@ -20,6 +20,7 @@ E_YAML = "YAML syntax error: {what}"
 E_YAML_DEPTH = "YAML document is nested too deeply to be a policy"
 E_ENCODING = "file is not valid UTF-8 text: {what}"
 E_READ = "cannot read file: {what}"
+HINT_ALIAS = "; a value starting with '*' is a YAML alias: quote it, e.g. \"*\""
 E_TOO_BIG = "file is larger than {limit} bytes, the most a policy file may hold"
 
 
@@ -55,6 +56,8 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
         what = exc.problem or "invalid YAML"
         if exc.context:
             what += f" ({exc.context})"
+        if exc.context == "while scanning an alias":  # `hostname: *` - the classic slip
+            what += HINT_ALIAS
         if mark is None:
             return Problem(file, 0, 0, "", E_YAML.format(what=what))
         return Problem(file, mark.line + 1, mark.column + 1, "", E_YAML.format(what=what))

@@ -37,6 +37,14 @@ def test_yaml_syntax_error_is_located() -> None:
     assert (p.line, p.field) == (13, "") and p.message.startswith("YAML syntax error: ")
 
 
+def test_unquoted_star_gets_a_hint() -> None:
+    r = load_text(policy_text("a", PROC, host="*"), "f.yaml")
+    (p,) = r.problems
+    assert str(p) == (
+        "f.yaml:8:31: YAML syntax error: expected alphabetic or numeric character, but found '\\n'"
+        " (while scanning an alias); a value starting with '*' is a YAML alias: quote it, e.g. \"*\"")
+
+
 def test_forbidden_character_is_located() -> None:
     r = load_text(good("a").replace("/usr/bin/true", "/usr/bin/tr\x00ue"), "f.yaml")
     (p,) = r.problems
