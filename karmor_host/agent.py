@@ -265,11 +265,10 @@ class Agent:
                 last_status = now
                 self.write_status()
                 _notify("STATUS=" + self.status_line())
-            # Ping only when both loops progressed: a stuck event consumer gets us restarted.
             if watchdog_s and now - last_ping >= watchdog_s / 2:
                 beat = self.event_beat
                 alive = self._event_thread is not None and self._event_thread.is_alive()
-                if alive and beat != last_beat:
+                if watchdog_ping_due(alive, beat, last_beat):
                     _notify("WATCHDOG=1")
                     last_ping, last_beat = now, beat
         self.stop()
@@ -309,6 +308,12 @@ class Agent:
         # alerts-only enforcer has nothing installed; LSM enforcers keep their pinned state.
         self.write_status()
         _log.info("stopped", status=self.status_line())
+
+
+def watchdog_ping_due(event_thread_alive: bool, beat: int, last_beat: int) -> bool:
+    """Ping only when both loops progressed: this one (we are running it) and the event
+    thread (its beat moved since the last ping). A stuck consumer gets the agent restarted."""
+    return event_thread_alive and beat != last_beat
 
 
 def _replace_policy_dir(cfg: Config, policy_dir: Path) -> Config:
