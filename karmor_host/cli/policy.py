@@ -183,8 +183,10 @@ def _show_text(rs: RuleSet, identity: HostIdentity) -> None:
 def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels: dict[str, str],
              config_path: Path | None, file_posture: str | None, network_posture: str | None,
              capabilities_posture: str | None) -> None:
-    """Show the rules PATH... compile to on this host: ids, canonical targets, sources,
-    policies that are not for this host and why, whitelists, postures and conflicts.
+    """Show what the policies compile to on this host.
+
+    Rule ids, canonical targets, sources and flags; the policies that are not for this host
+    and why; whitelists, postures and conflicts.
 
     Invalid files are reported on stderr and left out; the exit status is then 1.
     """
