@@ -98,6 +98,17 @@ int karmor_exit_socket(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* The result of a TCP connect that left SYN_SENT. */
+static __always_inline long conn__result(struct sock *sk, int newstate)
+{
+	int err;
+
+	if (newstate == TCP_ESTABLISHED)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	return -(err ? err : ECONNABORTED); /* no error: the caller closed it first */
+}
+
 /* connect and bind: (fd, sockaddr, addrlen) */
 static __always_inline int net__addr_exit(struct trace_event_raw_sys_exit *ctx, __u16 kind, __u16 syscall)
 {
@@ -108,10 +119,12 @@ static __always_inline int net__addr_exit(struct trace_event_raw_sys_exit *ctx, 
 	const void *uaddr = (const void *)SYSCALL_ARG2(regs);
 	long addrlen = (int)SYSCALL_ARG3(regs);
 	bool ok = ret == 0 || (kind == KARMOR_EV_CONNECT && ret == -EINPROGRESS);
+	bool tracked = false;
 	struct karmor_conn *c;
 	struct scratch *s;
 	struct sock *sk;
-	__u64 key;
+	__u64 key = 0;
+	int state;
 
 	s = rec__begin(task, kind, syscall, sizeof(*c));
 	if (!s)
@@ -124,12 +137,28 @@ static __always_inline int net__addr_exit(struct trace_event_raw_sys_exit *ctx, 
 		conn__from_sock(c, sk);
 	if (!ok || !sk || (c->family != AF_INET && c->family != AF_INET6))
 		conn__from_user(s, c, uaddr, addrlen, kind == KARMOR_EV_BIND);
-	if (sk && ret == -EINPROGRESS && c->protocol == IPPROTO_TCP &&
-	    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) {
-		key = (__u64)sk;
-		bpf_map_update_elem(&pending_connect, &key, &s->rec.hdr, BPF_ANY);
-	}
 	rec__context(s, task, false);
+	if (sk && ret == -EINPROGRESS && c->protocol == IPPROTO_TCP) {
+		key = (__u64)sk;
+		tracked = !bpf_map_update_elem(&pending_connect, &key, &s->rec.hdr, BPF_ANY);
+	}
+	rec__submit(s, KARMOR_CAT_NETWORK);
+
+	/*
+	 * The handshake may be over already (on loopback it completes inside connect()); then
+	 * no state change is coming. Whoever removes the pending entry reports the completion.
+	 */
+	if (!tracked)
+		return 0;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_SYN_SENT || bpf_map_delete_elem(&pending_connect, &key))
+		return 0;
+	s = rec__resume(&s->rec.hdr, sizeof(*c));
+	if (!s)
+		return 0;
+	conn__from_sock(&s->rec.conn, sk);
+	s->rec.conn.fd = fd;
+	s->rec.hdr.retval = conn__result(sk, state);
 	rec__submit(s, KARMOR_CAT_NETWORK);
 	return 0;
 }
@@ -188,9 +217,7 @@ int karmor_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	struct karmor_hdr *h;
 	struct karmor_conn *c;
 	struct scratch *s;
-	struct sock *sk;
 	__u64 key;
-	int err;
 
 	if (ctx->oldstate != TCP_SYN_SENT || ctx->protocol != IPPROTO_TCP)
 		return 0;
@@ -217,13 +244,7 @@ int karmor_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		bpf_probe_read_kernel(c->saddr, 16, ctx->saddr_v6);
 		bpf_probe_read_kernel(c->daddr, 16, ctx->daddr_v6);
 	}
-	if (ctx->newstate == TCP_ESTABLISHED) {
-		s->rec.hdr.retval = 0;
-	} else {
-		sk = (struct sock *)ctx->skaddr;
-		err = BPF_CORE_READ(sk, sk_err);
-		s->rec.hdr.retval = -(err ? err : ECONNABORTED);
-	}
+	s->rec.hdr.retval = conn__result((struct sock *)ctx->skaddr, ctx->newstate);
 	rec__submit(s, KARMOR_CAT_NETWORK);
 	return 0;
 }
