@@ -44,6 +44,11 @@ test: venv bpf
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
+# Only the VM suite: boots Debian's kernel in QEMU once per configuration (docs/vm-testing.md).
+.PHONY: test-vm
+test-vm: venv bpf
+	$(VENV)/bin/pytest -q tests/vm
+
 bench: venv bpf
 	$(VPY) -m bench
 

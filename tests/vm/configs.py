@@ -1,0 +1,29 @@
+"""Kernel configurations the VM suite boots: one guest per entry, per test session.
+
+Each guest runs every test in tests/vm/guest/ that is meant for it: a guest test marked
+`@pytest.mark.vm_config("apparmor")` runs only in the `apparmor` guest; an unmarked one runs
+in every guest. Adding a configuration is one entry here (plus marks on the tests that need it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    name: str
+    # Kernel command line added to virtme-ng's own; `lsm=` decides which LSMs are active.
+    append: str
+    # Wall-clock limit for boot + guest test session + power-off, in seconds.
+    timeout: int = 600
+    memory: str = "2G"
+    cpus: int = 2
+
+
+CONFIGS: tuple[GuestConfig, ...] = (
+    # AppArmor as the major LSM, BPF-LSM stacked after it: the bpflsm and apparmor enforcers.
+    GuestConfig(name="apparmor", append="lsm=landlock,lockdown,yama,apparmor,bpf"),
+)
+
+BY_NAME: dict[str, GuestConfig] = {c.name: c for c in CONFIGS}
