@@ -11,22 +11,12 @@
 
 #define PF_KTHREAD 0x00200000
 
-static __always_inline struct scratch *rec__begin(struct task_struct *task, __u16 kind, __u16 syscall,
-						  __u32 body_size)
+/* The identity of the current task, as every record starts. */
+static __always_inline void hdr__fill(struct karmor_hdr *h, struct task_struct *task, __u64 id,
+				      __u16 kind, __u16 syscall)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 ugid;
-	struct karmor_hdr *h;
-	struct scratch *s;
-	__u32 zero = 0;
+	__u64 ugid = bpf_get_current_uid_gid();
 
-	if ((__u32)(id >> 32) == karmor_cfg.self_tgid)
-		return NULL;
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return NULL;
-	h = &s->rec.hdr;
-	ugid = bpf_get_current_uid_gid();
 	h->ts_ns = bpf_ktime_get_boot_ns();
 	h->retval = 0;
 	h->kind = kind;
@@ -40,8 +30,28 @@ static __always_inline struct scratch *rec__begin(struct task_struct *task, __u1
 	__builtin_memset(h->str_len, 0, sizeof(h->str_len));
 	h->str_walked = 0;
 	h->syscall = syscall;
+}
+
+static __always_inline bool rec__is_self(__u64 id)
+{
+	return (__u32)(id >> 32) == karmor_cfg.self_tgid;
+}
+
+static __always_inline struct scratch *rec__begin(struct task_struct *task, __u16 kind, __u16 syscall,
+						  __u32 body_size)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct scratch *s;
+	__u32 zero = 0;
+
+	if (rec__is_self(id))
+		return NULL;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return NULL;
+	hdr__fill(&s->rec.hdr, task, id, kind, syscall);
 	__builtin_memset(&s->rec.conn, 0, sizeof(s->rec.conn)); /* the largest body */
-	s->off = sizeof(*h) + body_size;
+	s->off = sizeof(s->rec.hdr) + body_size;
 	s->ctx_dirty = 0;
 	return s;
 }
@@ -50,7 +60,7 @@ static __always_inline struct scratch *rec__begin(struct task_struct *task, __u1
  * Starts a record on behalf of an earlier one (an asynchronous completion): the identity
  * is the initiator's, saved in `h`, not that of whichever task runs now.
  */
-static __always_inline struct scratch *rec__resume(const struct karmor_hdr *h, __u32 body_size)
+static __always_inline struct scratch *rec__resume(const struct karmor_hdr *h, __u16 kind, __u32 body_size)
 {
 	struct scratch *s;
 	__u32 zero = 0;
@@ -60,6 +70,7 @@ static __always_inline struct scratch *rec__resume(const struct karmor_hdr *h, _
 		return NULL;
 	s->rec.hdr = *h;
 	s->rec.hdr.ts_ns = bpf_ktime_get_boot_ns();
+	s->rec.hdr.kind = kind;
 	s->rec.hdr.flags = KARMOR_F_ASYNC;
 	__builtin_memset(s->rec.hdr.str_len, 0, sizeof(s->rec.hdr.str_len));
 	s->rec.hdr.str_walked = 0;

@@ -1,30 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Network visibility at sys_exit of socket, connect, accept, accept4 and bind: addresses
- * come from the struct sock when the call succeeded (the kernel's view: autobound ports,
- * the accepted peer) and from the caller's sockaddr when it failed. A non-blocking TCP
- * connect (-EINPROGRESS) is followed by a second CONNECT record, flagged ASYNC, when
- * sock/inet_sock_set_state sees it leave SYN_SENT: that one carries the real result.
+ * Network visibility, "syscalls" mode: sys_exit of socket, connect, accept, accept4, bind.
+ * Sees every family and every failure, at the price every syscall tracepoint has (all
+ * syscalls of all processes take the slow path). Addresses come from the struct sock when
+ * the call succeeded (the kernel's view: autobound ports, the accepted peer) and from the
+ * caller's sockaddr when it failed. A non-blocking TCP connect (-EINPROGRESS) is followed
+ * by a second CONNECT record, flagged ASYNC, with the real result (tcp.bpf.c).
  */
-#include "record.h"
-
-static __always_inline void conn__from_sock(struct karmor_conn *c, struct sock *sk)
-{
-	c->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	c->type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
-	c->protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
-	if (c->family != AF_INET && c->family != AF_INET6)
-		return;
-	c->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	c->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (c->family == AF_INET) {
-		bpf_core_read(c->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(c->daddr, 4, &sk->__sk_common.skc_daddr);
-	} else if (bpf_core_field_exists(sk->__sk_common.skc_v6_daddr)) {
-		bpf_core_read(c->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(c->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
+#include "net.h"
 
 /* The sockaddr the caller passed: the local end for bind, the remote one otherwise. */
 static __always_inline void conn__from_user(struct scratch *s, struct karmor_conn *c,
@@ -98,17 +81,6 @@ int karmor_exit_socket(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* The result of a TCP connect that left SYN_SENT. */
-static __always_inline long conn__result(struct sock *sk, int newstate)
-{
-	int err;
-
-	if (newstate == TCP_ESTABLISHED)
-		return 0;
-	err = BPF_CORE_READ(sk, sk_err);
-	return -(err ? err : ECONNABORTED); /* no error: the caller closed it first */
-}
-
 /* connect and bind: (fd, sockaddr, addrlen) */
 static __always_inline int net__addr_exit(struct trace_event_raw_sys_exit *ctx, __u16 kind, __u16 syscall)
 {
@@ -138,10 +110,8 @@ static __always_inline int net__addr_exit(struct trace_event_raw_sys_exit *ctx, 
 	if (!ok || !sk || (c->family != AF_INET && c->family != AF_INET6))
 		conn__from_user(s, c, uaddr, addrlen, kind == KARMOR_EV_BIND);
 	rec__context(s, task, false);
-	if (sk && ret == -EINPROGRESS && c->protocol == IPPROTO_TCP) {
-		key = (__u64)sk;
-		tracked = !bpf_map_update_elem(&pending_connect, &key, &s->rec.hdr, BPF_ANY);
-	}
+	if (sk && ret == -EINPROGRESS && c->protocol == IPPROTO_TCP)
+		tracked = conn__track(sk, &s->rec.hdr);
 	rec__submit(s, KARMOR_CAT_NETWORK);
 
 	/*
@@ -151,9 +121,10 @@ static __always_inline int net__addr_exit(struct trace_event_raw_sys_exit *ctx, 
 	if (!tracked)
 		return 0;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	key = (__u64)sk;
 	if (state == TCP_SYN_SENT || bpf_map_delete_elem(&pending_connect, &key))
 		return 0;
-	s = rec__resume(&s->rec.hdr, sizeof(*c));
+	s = rec__resume(&s->rec.hdr, KARMOR_EV_CONNECT, sizeof(*c));
 	if (!s)
 		return 0;
 	conn__from_sock(&s->rec.conn, sk);
@@ -209,42 +180,4 @@ SEC("tracepoint/syscalls/sys_exit_accept4")
 int karmor_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
 	return net__accept_exit(ctx, KARMOR_SYS_ACCEPT4);
-}
-
-SEC("tracepoint/sock/inet_sock_set_state")
-int karmor_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
-{
-	struct karmor_hdr *h;
-	struct karmor_conn *c;
-	struct scratch *s;
-	__u64 key;
-
-	if (ctx->oldstate != TCP_SYN_SENT || ctx->protocol != IPPROTO_TCP)
-		return 0;
-	key = (__u64)ctx->skaddr;
-	h = bpf_map_lookup_elem(&pending_connect, &key);
-	if (!h)
-		return 0;
-	s = rec__resume(h, sizeof(*c));
-	bpf_map_delete_elem(&pending_connect, &key);
-	if (!s)
-		return 0;
-	c = &s->rec.conn;
-	c->family = ctx->family;
-	c->type = BPF_CORE_READ_BITFIELD_PROBED((struct sock *)ctx->skaddr, sk_type);
-	c->protocol = ctx->protocol;
-	c->sport = ctx->sport;
-	c->dport = ctx->dport;
-	c->fd = -1;
-	/* copied with probe reads: clang would otherwise index ctx with a variable offset */
-	if (ctx->family == AF_INET) {
-		bpf_probe_read_kernel(c->saddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(c->daddr, 4, ctx->daddr);
-	} else {
-		bpf_probe_read_kernel(c->saddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(c->daddr, 16, ctx->daddr_v6);
-	}
-	s->rec.hdr.retval = conn__result((struct sock *)ctx->skaddr, ctx->newstate);
-	rec__submit(s, KARMOR_CAT_NETWORK);
-	return 0;
 }

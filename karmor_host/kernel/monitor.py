@@ -25,6 +25,7 @@ from karmor_host.errors import KernelError
 from karmor_host.kernel import abi, tracefs
 from karmor_host.kernel import libbpf as L
 from karmor_host.kernel.bpfobj import BpfObject
+from karmor_host.kernel.cgroup import cgroup2_root
 from karmor_host.kernel.decode import Decoder
 from karmor_host.kernel.events import Event
 from karmor_host.kernel.proctable import ProcTable
@@ -35,14 +36,26 @@ _log = log.get("monitor")
 
 OBJECT_NAME = "monitor.bpf.o"
 
+# The network category has two implementations (network_hooks=): "cgroup" socket hooks
+# plus TCP state changes fire only on socket operations; "syscalls" exit programs see every
+# family and every failure but, like any syscall tracepoint, slow every syscall down.
+NETWORK_PROGRAMS: dict[str, tuple[str, ...]] = {
+    "cgroup": (
+        "karmor_sock_create", "karmor_connect4", "karmor_connect6", "karmor_post_bind4",
+        "karmor_post_bind6", "karmor_tcp_connect_done", "karmor_tcp_accept",
+    ),
+    "syscalls": (
+        "karmor_exit_socket", "karmor_exit_connect", "karmor_exit_bind",
+        "karmor_exit_accept", "karmor_exit_accept4", "karmor_tcp_connect_done",
+    ),
+}
+NETWORK_HOOKS = tuple(NETWORK_PROGRAMS)
+
 # Every program in the object belongs to exactly one category (a unit test holds us to it).
 CATEGORY_PROGRAMS: dict[str, tuple[str, ...]] = {
     "process": ("karmor_exec", "karmor_fork", "karmor_exit"),
     "file": ("karmor_exit_open", "karmor_exit_openat", "karmor_exit_openat2", "karmor_exit_creat"),
-    "network": (
-        "karmor_exit_socket", "karmor_exit_connect", "karmor_exit_bind",
-        "karmor_exit_accept", "karmor_exit_accept4", "karmor_tcp_state",
-    ),
+    "network": tuple(dict.fromkeys(NETWORK_PROGRAMS["cgroup"] + NETWORK_PROGRAMS["syscalls"])),
     "capabilities": ("karmor_cap_capable",),
     "syscall": (
         "karmor_exit_unlink", "karmor_exit_unlinkat", "karmor_exit_rmdir", "karmor_exit_chown",
@@ -108,8 +121,12 @@ class Monitor:
         reader: str = "auto",
         wakeup_bytes: int | None = None,
         ignore_self: bool = True,
+        network_hooks: str = "cgroup",
     ) -> None:
         self.visibility = frozenset(visibility)
+        if network_hooks not in NETWORK_HOOKS:
+            raise KernelError(f"unknown network_hooks {network_hooks!r} (choose from {', '.join(NETWORK_HOOKS)})")
+        self.network_hooks = network_hooks
         unknown = self.visibility - set(CATEGORIES)
         if unknown:
             raise KernelError(f"unknown visibility {sorted(unknown)} (choose from {', '.join(CATEGORIES)})")
@@ -136,10 +153,16 @@ class Monitor:
             self._obj.set_rodata("karmor_cfg", bytes(cfg))
             with L.capture_messages(L.LIBBPF_WARN) as messages:
                 self._obj.load()
+                cgroup_dir = None
                 for prog in self._obj.programs.values():
-                    if prog.autoload:
+                    if not prog.autoload:
+                        continue
+                    if prog.section.startswith("cgroup/"):
+                        cgroup_dir = cgroup_dir or cgroup2_root()
+                        prog.attach_cgroup(cgroup_dir)
+                    else:
                         prog.attach()
-                        self.attached.append(prog.name)
+                    self.attached.append(prog.name)
             self.load_messages = [text for _, text in messages]
             self._drops_map = self._obj.map("drops")
             self.procs = ProcTable()
@@ -163,6 +186,8 @@ class Monitor:
             for name in names:
                 prog = self._obj.program(name)
                 wanted = category in self.visibility
+                if category == "network" and name not in NETWORK_PROGRAMS[self.network_hooks]:
+                    wanted = False
                 if wanted and prog.section.startswith("tracepoint/"):
                     _, tp_cat, tp_name = prog.section.split("/", 2)
                     if not tracefs.has_tracepoint(tp_cat, tp_name):

@@ -12,17 +12,19 @@ import pytest
 from karmor_host.errors import KernelError
 from karmor_host.kernel import abi
 from karmor_host.kernel.events import EventKind
-from karmor_host.kernel.monitor import CATEGORIES, CATEGORY_PROGRAMS, Monitor
+from karmor_host.kernel.monitor import CATEGORIES, CATEGORY_PROGRAMS, NETWORK_HOOKS, NETWORK_PROGRAMS, Monitor
 from tests.kernel.monitor_helpers import in_child, monitor
 
 pytestmark = pytest.mark.kernel
 
 
-def test_every_category_loads_and_attaches_without_a_libbpf_warning():
-    with monitor(*CATEGORIES) as m:
+@pytest.mark.parametrize("network_hooks", NETWORK_HOOKS)
+def test_every_category_loads_and_attaches_without_a_libbpf_warning(network_hooks):
+    with monitor(*CATEGORIES, network_hooks=network_hooks) as m:
         assert m.load_messages == []
         assert m.unavailable == {}
-        assert sorted(m.attached) == sorted(p for progs in CATEGORY_PROGRAMS.values() for p in progs)
+        expected = [p for cat, progs in CATEGORY_PROGRAMS.items() if cat != "network" for p in progs]
+        assert sorted(m.attached) == sorted(expected + list(NETWORK_PROGRAMS[network_hooks]))
 
 
 @pytest.mark.parametrize("reader", ["mmap", "libbpf"])
@@ -86,6 +88,8 @@ def test_unknown_visibility_and_bad_ring_sizes_are_refused():
         Monitor(visibility={"proces"})
     with pytest.raises(KernelError, match="power of two"):
         Monitor(visibility={"process"}, ring_size=3 * 4096)
+    with pytest.raises(KernelError, match="unknown network_hooks"):
+        Monitor(visibility={"network"}, network_hooks="kprobes")
 
 
 def test_close_waits_for_a_poll_in_another_thread():
