@@ -14,6 +14,7 @@ from karmor_host import config as config_mod
 from karmor_host.cli import main
 from karmor_host.errors import ConfigError, Problem
 from karmor_host.policy import HostIdentity, LoadResult, compile_policies, load_paths
+from karmor_host.policy.netpolicy import Direction, NetRule, NetRuleSet, compile_network, host_policies
 from karmor_host.policy.ruleset import Category, Posture, Rule, RuleSet, Source
 
 _POSTURES = click.Choice([p.value for p in Posture])
@@ -21,7 +22,7 @@ _POSTURES = click.Choice([p.value for p in Posture])
 
 @main.group()
 def policy() -> None:
-    """Validate and inspect KubeArmorHostPolicy files."""
+    """Validate and inspect KubeArmorHostPolicy and KubeArmorNetworkPolicy files."""
 
 
 def _summary(result: LoadResult) -> str:
@@ -169,6 +170,52 @@ def _show_text(rs: RuleSet, identity: HostIdentity) -> None:
             click.echo(f"  kept {c.kept}, dropped {c.dropped}: {c.reason}")
 
 
+def _net_rule_dict(r: NetRule) -> dict[str, Any]:
+    return {
+        "id": r.id, "policy": r.policy, "file": r.file, "line": r.line, "field": r.field,
+        "direction": r.direction.value, "action": r.action.value, "severity": r.severity,
+        "tags": list(r.tags), "message": r.message, "peers": list(r.peers), "ifaces": list(r.ifaces),
+        "ports": [{"protocol": p.protocol.value, "port": p.port, "endPort": p.end_port, "name": p.name}
+                  for p in r.ports],
+    }
+
+
+def _net_doc(net: NetRuleSet) -> dict[str, Any]:
+    return {
+        "rules": [_net_rule_dict(r) for r in net.rules],
+        "policies": [{"name": p.name, "file": p.file, "applies": p.applies, "reason": p.reason,
+                      "ruleIds": list(p.rule_ids)} for p in net.policies],
+        "whitelists": sorted(d.value for d in net.whitelists),
+        "posture": net.posture.value,
+    }
+
+
+def _show_network(net: NetRuleSet) -> None:
+    """The firewall rules in evaluation order (the first rule a new flow matches decides)."""
+    if not net.policies:
+        return
+    header = ["ID", "POLICY", "DIRECTION", "ACTION", "PEERS", "IFACES", "PORTS", "SEVERITY"]
+    rows = [header] + [
+        [str(r.id), r.policy, r.direction.value, r.action.value, r.peers_text(),
+         ",".join(r.ifaces) or "any", r.ports_text(), str(r.severity)]
+        for r in net.rules
+    ]
+    click.echo(f"\nnetwork firewall rules ({len(net.rules)}), in evaluation order:")
+    for line in _table(rows):
+        click.echo(line)
+    elsewhere = [p for p in net.policies if not p.applies]
+    if elsewhere:
+        click.echo(f"\nnetwork policies not for this host ({len(elsewhere)}):")
+        for p in elsewhere:
+            click.echo(f"  {p.name} ({p.file}): {p.reason}")
+    click.echo(f"\nnetwork posture: {net.posture.value}")
+    for d in Direction:
+        if d in net.whitelists:
+            click.echo(f"  {d.value}: whitelist (new flows no rule matches: {net.posture.value})")
+        else:
+            click.echo(f"  {d.value}: no Allow rules (new flows no rule matches pass)")
+
+
 @policy.command("show")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -205,11 +252,15 @@ def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels:
             postures[category] = Posture(value)
     result = load_paths(paths)
     identity = HostIdentity.detect(hostname=hostname, labels=labels)
-    rs = compile_policies(result.policies, identity, postures)
+    rs = compile_policies(host_policies(result.policies), identity, postures)
+    net = compile_network(result.policies, identity, postures[Category.NETWORK])
     if as_json:
-        click.echo(json.dumps(_show_doc(rs, identity, result.problems), indent=2))
+        doc = _show_doc(rs, identity, result.problems)
+        doc["network"] = _net_doc(net)
+        click.echo(json.dumps(doc, indent=2))
     else:
         for p in result.problems:
             click.echo(str(p), err=True)
         _show_text(rs, identity)
+        _show_network(net)
     sys.exit(0 if result.ok else 1)

@@ -15,16 +15,19 @@ from karmor_host.errors import Problem
 from karmor_host.policy import messages as M
 from karmor_host.policy.fields import Report
 from karmor_host.policy.model import HostPolicy
+from karmor_host.policy.netpolicy.model import NetworkPolicy
 from karmor_host.policy.parse import parse_text, read_text
 from karmor_host.policy.validate import validate_document
 
 POLICY_SUFFIXES = (".yaml", ".yml")
+# Both kinds share one name space: PolicyName in an alert must identify one policy.
+AnyPolicy = HostPolicy | NetworkPolicy
 
 
 @dataclass(frozen=True)
 class FileResult:
     file: str
-    policies: tuple[HostPolicy, ...]  # empty whenever `problems` holds an error
+    policies: tuple[AnyPolicy, ...]  # empty whenever `problems` holds an error
     problems: tuple[Problem, ...]
 
     @property
@@ -37,7 +40,7 @@ class LoadResult:
     files: tuple[FileResult, ...]
 
     @property
-    def policies(self) -> tuple[HostPolicy, ...]:
+    def policies(self) -> tuple[AnyPolicy, ...]:
         return tuple(p for f in self.files for p in f.policies)
 
     @property
@@ -61,8 +64,8 @@ def load_text(text: str, file: str) -> FileResult:
     """Parse and validate one file's text (pure: no filesystem access)."""
     parsed = parse_text(text, file)
     report = Report(file)
-    policies: list[HostPolicy] = []
-    seen: dict[str, HostPolicy] = {}
+    policies: list[AnyPolicy] = []
+    seen: dict[str, AnyPolicy] = {}
     for doc in parsed.documents:
         policy = validate_document(report, doc.node)
         if policy is None:
@@ -93,7 +96,7 @@ def _load_one(path: Path) -> FileResult:
 def merge(results: Iterable[FileResult]) -> LoadResult:
     """Combine per-file results in order; a policy name already defined by an earlier file is
     an error in the later file (which then yields nothing): the first definition wins."""
-    seen: dict[str, HostPolicy] = {}
+    seen: dict[str, AnyPolicy] = {}
     out: list[FileResult] = []
     for result in results:
         dups = [

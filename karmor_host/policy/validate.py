@@ -20,6 +20,7 @@ from karmor_host.policy.model import (
     API_VERSION, KIND_HOST_POLICY, KIND_NETWORK_POLICY, HostPolicy, Meta, RuleSpec, Section,
     SourceSpec,
 )
+from karmor_host.policy.netpolicy.model import NetworkPolicy
 from karmor_host.policy.ruleset import Action, Operation, TargetKind, category_of
 from karmor_host.policy.selector import HOSTNAMEREG_KEY, hostname_matcher
 
@@ -331,19 +332,16 @@ def _metadata(r: Report, node: yaml.Node) -> tuple[str, int, int] | None:
     return name, value_node.start_mark.line + 1, value_node.start_mark.column + 1
 
 
-def _kind_ok(r: Report, m: Fields, node: yaml.Node) -> bool:
+def _kind(r: Report, m: Fields, node: yaml.Node) -> str | None:
     if "kind" not in m:
         r.error(node, "kind", M.E_REQUIRED)
-        return False
+        return None
     value_node = m["kind"][1]
     kind = F.plain_str(value_node)
-    if kind == KIND_HOST_POLICY:
-        return True
-    if kind == KIND_NETWORK_POLICY:
-        r.error(value_node, "kind", M.E_KIND_NETWORK)
-    else:
-        r.error(value_node, "kind", M.E_KIND.format(got=F.describe(value_node)))
-    return False
+    if kind in (KIND_HOST_POLICY, KIND_NETWORK_POLICY):
+        return kind
+    r.error(value_node, "kind", M.E_KIND.format(got=F.describe(value_node)))
+    return None
 
 
 def _warn_host_wide_allow(r: Report, policy: HostPolicy) -> None:
@@ -356,15 +354,17 @@ def _warn_host_wide_allow(r: Report, policy: HostPolicy) -> None:
                           M.W_ALLOW_NO_SOURCE.format(category=category.value))
 
 
-def validate_document(r: Report, node: yaml.Node) -> HostPolicy | None:
-    """One composed document -> a HostPolicy, or None when it has errors (all reported)."""
+def validate_document(r: Report, node: yaml.Node) -> HostPolicy | NetworkPolicy | None:
+    """One composed document -> a HostPolicy or a NetworkPolicy, or None when it has errors
+    (all reported)."""
     if not isinstance(node, yaml.MappingNode):
         r.error(node, "", M.E_DOCUMENT.format(got=F.describe(node)))
         return None
     before = r.error_count
     m = fields_of(r, node, "", ("apiVersion", "kind", "metadata", "spec", "status"))
     assert m is not None  # node is a mapping
-    if not _kind_ok(r, m, node):
+    kind = _kind(r, m, node)
+    if kind is None:
         return None
     if "apiVersion" not in m:
         r.error(node, "apiVersion", M.E_REQUIRED)
@@ -381,6 +381,11 @@ def validate_document(r: Report, node: yaml.Node) -> HostPolicy | None:
         r.error(node, "spec", M.E_REQUIRED)
         return None
     spec_node = m["spec"][1]
+    if kind == KIND_NETWORK_POLICY:
+        # Imported here: the network validator builds on this module's helpers.
+        from karmor_host.policy.netpolicy.validate import validate_network_spec
+
+        return validate_network_spec(r, node, spec_node, named, before)
     spec = fields_of(r, spec_node, "spec", ("nodeSelector", *_SHAPES, *META, "apparmor"), ("nodeSelector",))
     if spec is None:
         return None
