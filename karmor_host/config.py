@@ -8,6 +8,7 @@ default is how security settings get lost.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,31 @@ DEFAULTS: dict[str, Any] = {
     "monitor": {"ringBufferBytes": 8 * 1024 * 1024, "ignorePrefixes": ["/proc/", "/sys/", "/dev/"]},
     "sinks": {"journald": {"enabled": True, "telemetry": False}, "remote": []},
 }
+# The same table, continued: the defaults of each entry of `sinks.remote` (None = required).
+REMOTE_SINK_DEFAULTS: dict[str, Any] = {
+    "name": "",  # "" = <type>-<host>-<port>; names the spool directory and the `status` entry
+    "type": None,  # forward | syslog
+    "address": None,  # host:port, [IPv6]:port
+    "records": ["alerts"],  # alerts (with SystemEvents), telemetry (HostLog)
+    "tag": "karmor.alert",  # forward only
+    "sharedKeyFile": "",  # forward only: HELO/PING/PONG handshake with this key
+    "format": "structured",  # syslog only: structured | json
+    "facility": "auth",  # syslog only
+    "tls": {"enabled": False, "caFile": "", "certFile": "", "keyFile": "", "verify": True, "serverName": ""},
+    "spool": {"dir": "", "maxBytes": 64 * 1024 * 1024, "overflow": "drop_oldest"},
+    "sendTimeoutSeconds": 10,
+    "retryMaxSeconds": 30,
+    "batchRecords": 500,
+}
+REMOTE_TYPES = ("forward", "syslog")
+REMOTE_RECORDS = ("alerts", "telemetry")
+SYSLOG_FORMATS = ("structured", "json")
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+                     "authpriv", "ftp", "ntp", "security", "console", *(f"local{i}" for i in range(8)))
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
+_ONLY_FOR = {"tag": "forward", "sharedKeyFile": "forward", "format": "syslog", "facility": "syslog"}
+_SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,44 @@ class ThrottleConfig:
 class JournaldSinkConfig:
     enabled: bool = True
     telemetry: bool = False  # HostLog records are loud: off unless asked for
+
+
+_R = REMOTE_SINK_DEFAULTS
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    enabled: bool = _R["tls"]["enabled"]
+    ca_file: str = _R["tls"]["caFile"]  # "" = the system's CA store
+    cert_file: str = _R["tls"]["certFile"]  # client certificate, for collectors that ask for one
+    key_file: str = _R["tls"]["keyFile"]
+    verify: bool = _R["tls"]["verify"]
+    server_name: str = _R["tls"]["serverName"]  # "" = the host of `address`
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    dir: str = _R["spool"]["dir"]  # "" = <state dir>/spool/<sink name>
+    max_bytes: int = _R["spool"]["maxBytes"]
+    overflow: str = _R["spool"]["overflow"]
+
+
+@dataclass(frozen=True)
+class RemoteSinkConfig:
+    name: str
+    type: str
+    host: str
+    port: int
+    records: frozenset[str] = frozenset(_R["records"])
+    tag: str = _R["tag"]
+    shared_key_file: str = _R["sharedKeyFile"]
+    format: str = _R["format"]
+    facility: str = _R["facility"]
+    tls: TLSConfig = TLSConfig()
+    spool: SpoolConfig = SpoolConfig()
+    send_timeout: int = _R["sendTimeoutSeconds"]
+    retry_max: int = _R["retryMaxSeconds"]
+    batch_records: int = _R["batchRecords"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +127,7 @@ class Config:
     ring_buffer_bytes: int = DEFAULTS["monitor"]["ringBufferBytes"]
     ignore_prefixes: tuple[str, ...] = tuple(DEFAULTS["monitor"]["ignorePrefixes"])
     journald: JournaldSinkConfig = JournaldSinkConfig()
+    remote_sinks: tuple[RemoteSinkConfig, ...] = ()
 
 
 class _Reader:
@@ -154,6 +219,135 @@ def _abs_path(r: _Reader, node: yaml.Node, key: str) -> Path | None:
     return Path(value)
 
 
+def _address(value: Any) -> tuple[str, int] | str:
+    """`host:port` or `[v6addr]:port` -> (host, port), or what is wrong with it."""
+    if not isinstance(value, str) or not value or any(c.isspace() or c == "/" for c in value):
+        return f"must be host:port (e.g. 127.0.0.1:24224 or [::1]:6514), not {value!r}"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = value.rpartition(":")
+        if ":" in host:
+            return f"write an IPv6 address in brackets: [{host}]:{port}"
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return (f"must be host:port with a port in 1..65535 (forward: usually 24224; syslog:"
+                f" 6514 with TLS, 514 or 601 without), not {value!r}")
+    return host, int(port)
+
+
+def _remote_sink(r: _Reader, node: yaml.Node, key: str) -> RemoteSinkConfig | None:
+    m = r.mapping(node, key, REMOTE_SINK_DEFAULTS)
+    if not isinstance(node, yaml.MappingNode) or (not m and node.value):
+        return None  # not a mapping, or every key was wrong: already reported
+    kind = r.choice(m["type"], f"{key}.type", REMOTE_TYPES) if "type" in m else None
+    address = _address(r.scalar(m["address"], f"{key}.address")) if "address" in m else None
+    for required, have in (("type", "type" in m), ("address", "address" in m)):
+        if not have:
+            r.err(node, f"{key}.{required}", "required" + (": forward or syslog" if required == "type" else ""))
+    if isinstance(address, str):
+        r.err(m["address"], f"{key}.address", address)
+    kw: dict[str, Any] = {}
+    for name, only in _ONLY_FOR.items():
+        if name in m and kind and kind != only:
+            r.err(m[name], f"{key}.{name}", f"only for type {only}, this sink is {kind}")
+    if "name" in m:
+        value = r.scalar(m["name"], f"{key}.name")
+        if not isinstance(value, str) or not _SINK_NAME.fullmatch(value) or value in ("journald", "stdout"):
+            r.err(m["name"], f"{key}.name", f"must be 1-64 of A-Z a-z 0-9 . _ - (not journald or stdout), not {value!r}")
+        else:
+            kw["name"] = value
+    if "records" in m:
+        names = r.string_list(m["records"], f"{key}.records")
+        if names is not None:
+            bad = [n for n in names if n not in REMOTE_RECORDS]
+            if bad or not names:
+                r.err(m["records"], f"{key}.records", f"choose one or both of alerts, telemetry, not {names}")
+            kw["records"] = frozenset(names)
+    if "tag" in m:
+        value = r.scalar(m["tag"], f"{key}.tag")
+        if not isinstance(value, str) or not _TAG.fullmatch(value):
+            r.err(m["tag"], f"{key}.tag", f"must be a Fluent tag (A-Z a-z 0-9 . _ -, up to 128), not {value!r}")
+        kw["tag"] = value
+    if "sharedKeyFile" in m:
+        kw["shared_key_file"] = str(_abs_path(r, m["sharedKeyFile"], f"{key}.sharedKeyFile") or "") or None
+    if "format" in m:
+        kw["format"] = r.choice(m["format"], f"{key}.format", SYSLOG_FORMATS)
+    if "facility" in m:
+        kw["facility"] = r.choice(m["facility"], f"{key}.facility", SYSLOG_FACILITIES)
+    for yaml_key, attr, lo, hi in (("sendTimeoutSeconds", "send_timeout", 1, 600),
+                                   ("retryMaxSeconds", "retry_max", 1, 3600),
+                                   ("batchRecords", "batch_records", 1, 10_000)):
+        if yaml_key in m:
+            kw[attr] = r.integer(m[yaml_key], f"{key}.{yaml_key}", lo, hi)
+    if "tls" in m:
+        kw["tls"] = _tls(r, m["tls"], f"{key}.tls")
+    if "spool" in m:
+        kw["spool"] = _spool(r, m["spool"], f"{key}.spool")
+    if not kind or not isinstance(address, tuple):
+        return None
+    host, port = address
+    kw.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "_", f"{kind}-{host}-{port}"))
+    return RemoteSinkConfig(type=kind, host=host, port=port, **{k: v for k, v in kw.items() if v is not None})
+
+
+def _tls(r: _Reader, node: yaml.Node, key: str) -> TLSConfig | None:
+    m = r.mapping(node, key, REMOTE_SINK_DEFAULTS["tls"])
+    kw: dict[str, Any] = {}
+    for yaml_key, attr in (("enabled", "enabled"), ("verify", "verify")):
+        if yaml_key in m:
+            kw[attr] = r.boolean(m[yaml_key], f"{key}.{yaml_key}")
+    for yaml_key, attr in (("caFile", "ca_file"), ("certFile", "cert_file"), ("keyFile", "key_file")):
+        if yaml_key in m:
+            kw[attr] = str(_abs_path(r, m[yaml_key], f"{key}.{yaml_key}") or "") or None
+    if "serverName" in m:
+        value = r.scalar(m["serverName"], f"{key}.serverName")
+        if not isinstance(value, str) or any(c.isspace() for c in value):
+            r.err(m["serverName"], f"{key}.serverName", f"must be a host name, not {value!r}")
+        else:
+            kw["server_name"] = value
+    if bool(kw.get("cert_file")) != bool(kw.get("key_file")):
+        r.err(node, key, "certFile and keyFile go together")
+    if not kw.get("enabled"):
+        # A CA or certificate without `enabled: true` is almost surely a forgotten switch:
+        # refuse rather than send alerts in plain text.
+        for yaml_key in ("caFile", "certFile", "keyFile", "serverName", "verify"):
+            if yaml_key in m:
+                r.err(m[yaml_key], f"{key}.{yaml_key}", "is set but tls.enabled is not true")
+    return TLSConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _spool(r: _Reader, node: yaml.Node, key: str) -> SpoolConfig:
+    m = r.mapping(node, key, REMOTE_SINK_DEFAULTS["spool"])
+    kw: dict[str, Any] = {}
+    if "dir" in m:
+        kw["dir"] = str(_abs_path(r, m["dir"], f"{key}.dir") or "") or None
+    if "maxBytes" in m:
+        kw["max_bytes"] = r.integer(m["maxBytes"], f"{key}.maxBytes", 64 * 1024, 1 << 40)
+    if "overflow" in m:
+        kw["overflow"] = r.choice(m["overflow"], f"{key}.overflow", OVERFLOW_POLICIES)
+    return SpoolConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _remote_sinks(r: _Reader, node: yaml.Node) -> tuple[RemoteSinkConfig, ...] | None:
+    if not isinstance(node, yaml.SequenceNode):
+        r.err(node, "sinks.remote", "must be a list of sinks (each with type and address)")
+        return None
+    out: list[RemoteSinkConfig] = []
+    seen: dict[str, str] = {}  # name or spool dir -> the entry that has it
+    for i, item in enumerate(node.value):
+        key = f"sinks.remote[{i}]"
+        sink = _remote_sink(r, item, key)
+        if sink is None:
+            continue
+        for what, value in (("name", sink.name), ("spool.dir", sink.spool.dir)):
+            if value and value in seen:
+                r.err(item, f"{key}.{what}", f"{value!r} is already used by {seen[value]}; each sink needs its own")
+            seen.setdefault(value, key)
+        out.append(sink)
+    return tuple(out)
+
+
 def parse(text: str, filename: str = "<config>") -> Config:
     """Parse and validate config text; raise ConfigError listing every problem."""
     r = _Reader(filename)
@@ -233,9 +427,7 @@ def parse(text: str, filename: str = "<config>") -> Config:
                 jk["telemetry"] = r.boolean(j["telemetry"], "sinks.journald.telemetry")
             kw["journald"] = JournaldSinkConfig(**{k: v for k, v in jk.items() if v is not None})
         if "remote" in sinks:
-            node = sinks["remote"]
-            if not (isinstance(node, yaml.SequenceNode) and not node.value):
-                r.err(node, "sinks.remote", "remote sinks are not supported by this version; leave the list empty")
+            kw["remote_sinks"] = _remote_sinks(r, sinks["remote"])
     if r.problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(str(p) for p in r.problems))
     return Config(**{k: v for k, v in kw.items() if v is not None})

@@ -24,11 +24,15 @@ from karmor_host.alerts.match import CanBlock, Matcher
 from karmor_host.alerts.record import MONITOR_ENFORCER, HostInfo
 from karmor_host.alerts.sinks.base import Record, Sink
 from karmor_host.alerts.sinks.journald import JournaldSink
+from karmor_host.alerts.sinks.remote import RemoteSink
+from karmor_host.alerts.sinks.remote import build as build_remote_sink
 from karmor_host.alerts.throttle import Notice, Throttle
 from karmor_host.kernel.events import Event
 from karmor_host.policy.ruleset import RuleSet
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from karmor_host.config import Config
 
 _STOP = object()
@@ -86,13 +90,16 @@ class AlertPipeline:
         enforcer: str = MONITOR_ENFORCER,
         sinks: Iterable[Sink] | None = None,
         queue_size: int = DEFAULT_QUEUE,
+        state_dir: Path | None = None,
     ) -> AlertPipeline:
         """The daemon's pipeline, started: an empty rule set until `swap_ruleset`, the
-        journald sink unless disabled, telemetry = `visibility`, throttling from config.
-        `enforcer` is the Enforcer name of alerts the enforcer stopped (BPFLSM, AppArmor...)."""
+        journald sink unless disabled, the `sinks.remote` sinks (spools under
+        `state_dir`/spool, default Paths.state_dir), telemetry = `visibility`, throttling
+        from config. `enforcer` is the Enforcer name of alerts the enforcer stopped."""
         t = config.throttle
         if sinks is None:
             sinks = [JournaldSink(telemetry=config.journald.telemetry)] if config.journald.enabled else []
+            sinks += _remote_sinks(config, host, state_dir)
         pipeline = cls(
             Matcher(RuleSet(), enforcer_can_block),
             Throttle(max_per_second=t.max_per_second, quiet_seconds=t.quiet_seconds, enabled=t.enabled),
@@ -102,6 +109,10 @@ class AlertPipeline:
             enforcer=enforcer,
             queue_size=queue_size,
         )
+        for sink in pipeline.sinks:
+            if isinstance(sink, RemoteSink):
+                sink.on_notice = pipeline.sink_notice
+                sink.start()
         pipeline.start()
         return pipeline
 
@@ -240,6 +251,20 @@ class AlertPipeline:
             except Exception:  # noqa: BLE001 - sinks should count, not raise; guard anyway
                 self._count_sink_error(sink)
 
+    def sink_notice(self, origin: Sink, operation: str, message: str, data: str, extra: dict[str, Any]) -> None:
+        """A SystemEvent a sink raises about itself (a remote sink that lost records): sent
+        to every other sink, so the loss shows up in the journal even while the collector
+        is unreachable. Called in the pipeline's thread (from the sink's emit or close)."""
+        rec = record.system_event(self.host, operation, message, data=data, extra=extra)
+        with self._lock:
+            self.system_events += 1
+        for sink in self.sinks:
+            if sink is not origin:
+                try:
+                    sink.emit(rec)
+                except Exception:  # noqa: BLE001
+                    self._count_sink_error(sink)
+
     def _count_sink_error(self, sink: Sink) -> None:
         with self._lock:
             self.sink_errors[getattr(sink, "name", type(sink).__name__)] += 1
@@ -271,12 +296,30 @@ class AlertPipeline:
             out["suppressed"] = self.throttle.suppressed_total
             out["suppressed_by_policy"] = dict(sorted(self.throttle.suppressed_by_policy.items()))
             out["throttled"] = self.throttle.quiet
-        out["sinks"] = {
-            getattr(s, "name", type(s).__name__): {
-                "sent": s.sent,
-                "failed": s.failed + sink_errors.get(getattr(s, "name", type(s).__name__), 0),
-            }
-            for s in self.sinks
-        }
+        out["sinks"] = {}
+        for s in self.sinks:
+            name = getattr(s, "name", type(s).__name__)
+            # Sinks with more to say (remote: spooled, dropped, duplicates, connected...) say it.
+            entry = dict(s.stats()) if callable(getattr(s, "stats", None)) else {"sent": s.sent}
+            entry["failed"] = s.failed + sink_errors.get(name, 0)
+            out["sinks"][name] = entry
         out["rules_checked"] = self._matcher.rules_checked
         return out
+
+
+def _remote_sinks(config: Config, host: HostInfo, state_dir: Path | None) -> list[Sink]:
+    if not config.remote_sinks:
+        return []
+    if state_dir is None:
+        from karmor_host.paths import default_paths
+
+        state_dir = default_paths().state_dir
+    built: list[Sink] = []
+    try:
+        for cfg in config.remote_sinks:
+            built.append(build_remote_sink(cfg, state_dir, self_hostname=host.host_name))
+    except BaseException:
+        for sink in built:  # release the spools already opened (their locks)
+            sink.close()
+        raise
+    return built
