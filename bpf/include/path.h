@@ -15,6 +15,20 @@ static __always_inline void rec__truncated(struct scratch *s)
 	s->rec.hdr.flags |= KARMOR_F_TRUNC;
 }
 
+/* Does a noise directory live on this device? Only then are inode numbers worth reading. */
+static __always_inline bool path__noisy_dev(__u64 dev)
+{
+	int i;
+
+	for (i = 0; i < KARMOR_NOISE_MAX; i++) {
+		if (i >= karmor_cfg.noise_dirs)
+			break;
+		if (karmor_cfg.noise_dir[i].dev == dev)
+			return true;
+	}
+	return false;
+}
+
 /* Is (dev, dentry) one of the configured noise directories? */
 static __always_inline bool path__is_noise_dir(__u64 dev, struct dentry *d)
 {
@@ -41,6 +55,7 @@ static __always_inline bool rec__walk(struct scratch *s, int slot, struct dentry
 	struct mount *mnt = (void *)vm - mnt_off;
 	struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
 	__u64 dev = noise ? BPF_CORE_READ(vm, mnt_sb, s_dev) : 0;
+	bool noisy = noise && path__noisy_dev(dev); /* per mount: most have no noise directory */
 	__u32 start = s->off;
 	struct dentry *up;
 	const unsigned char *name;
@@ -49,7 +64,7 @@ static __always_inline bool rec__walk(struct scratch *s, int slot, struct dentry
 	int i;
 
 	for (i = 0; i < KARMOR_PATH_DEPTH; i++) {
-		if (noise && path__is_noise_dir(dev, d))
+		if (noisy && path__is_noise_dir(dev, d))
 			return true;
 		if (d == mnt_root) {
 			struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
@@ -60,8 +75,10 @@ static __always_inline bool rec__walk(struct scratch *s, int slot, struct dentry
 			mnt = parent;
 			vm = (void *)mnt + mnt_off;
 			mnt_root = BPF_CORE_READ(vm, mnt_root);
-			if (noise)
+			if (noise) {
 				dev = BPF_CORE_READ(vm, mnt_sb, s_dev);
+				noisy = path__noisy_dev(dev);
+			}
 			continue;
 		}
 		up = BPF_CORE_READ(d, d_parent);

@@ -21,6 +21,7 @@ static __always_inline int file__open_exit(struct trace_event_raw_sys_exit *ctx,
 	struct task_struct *task = (void *)bpf_get_current_task();
 	long ret = ctx->ret;
 	struct karmor_open *body;
+	struct inode *inode;
 	struct scratch *s;
 	struct file *file;
 	__u32 start;
@@ -35,9 +36,10 @@ static __always_inline int file__open_exit(struct trace_event_raw_sys_exit *ctx,
 	if (file) {
 		if (rec__walk_path(s, KARMOR_STR_PATH, __builtin_preserve_access_index(&file->f_path), true))
 			return 0; /* noise */
+		inode = BPF_CORE_READ(file, f_inode);
 		body->flags = BPF_CORE_READ(file, f_flags);
-		body->file_uid = BPF_CORE_READ(file, f_inode, i_uid.val);
-		body->mode = BPF_CORE_READ(file, f_inode, i_mode);
+		body->file_uid = BPF_CORE_READ(inode, i_uid.val);
+		body->mode = BPF_CORE_READ(inode, i_mode);
 	} else {
 		start = s->off;
 		rec__user_str(s, KARMOR_STR_PATH, a->path);

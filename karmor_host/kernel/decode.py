@@ -19,9 +19,15 @@ from karmor_host.kernel.proctable import ProcTable
 
 _HDR = struct.Struct(abi.struct_format(abi.Hdr))
 HDR_SIZE = _HDR.size
-_BODY = {int(kind): struct.Struct(abi.struct_format(cls)) for kind, cls in abi.BODIES.items()}
+# header and body in one unpack per kind: (struct, offset of the strings)
+_RECORD = {
+    int(kind): struct.Struct(abi.struct_format(abi.Hdr) + abi.struct_format(cls)[1:])
+    for kind, cls in abi.BODIES.items()
+}
 _KINDS = {int(k): k for k in EventKind}
 SYSCALL_NAMES = {s.value: s.name.lower() for s in abi.Syscall if s.value}
+SYSCALL_NAMES[0] = ""
+_KIND_OFFSET = abi.Hdr.kind.offset
 
 _W_PATH, _W_AUX, _W_EXE, _W_CWD = (1 << abi.Str.PATH, 1 << abi.Str.AUX, 1 << abi.Str.EXE, 1 << abi.Str.CWD)
 _AF_UNIX, _AF_INET, _AF_INET6 = 1, 2, 10
@@ -81,12 +87,15 @@ class Decoder:
     def handle(self, buf: memoryview, off: int, size: int) -> None:
         """The ring reader's per-record callback. A record that does not parse is counted."""
         try:
-            event = self.decode(buf, off, size)
+            self.out.append(self._decode(buf, off, size))
         except (struct.error, ValueError, KeyError, IndexError, OSError):
             self.undecodable += 1
             return
         self.decoded += 1
-        self.out.append(event)
+
+    def decode(self, buf: memoryview, off: int, size: int) -> Event:
+        """One record -> Event (raises on a record that does not parse)."""
+        return self._decode(buf, off, size)
 
     def walked(self, raw: bytes) -> str:
         """Components written leaf first, NUL-terminated -> an absolute path."""
@@ -102,28 +111,31 @@ class Decoder:
         return path
 
     def _comm(self, raw: bytes) -> str:
-        comm = self._comms.get(raw)
-        if comm is None:
-            comm = _text(raw.split(b"\0", 1)[0])
-            if len(self._comms) >= _CACHE_MAX:
-                self._comms.clear()
-            self._comms[raw] = comm
+        comm = _text(raw.split(b"\0", 1)[0])
+        if len(self._comms) >= _CACHE_MAX:
+            self._comms.clear()
+        self._comms[raw] = comm
         return comm
 
-    def decode(self, buf: memoryview, off: int, size: int) -> Event:
+    def _decode(self, buf: memoryview, off: int, size: int) -> Event:
+        # The hot path: one unpack, cache lookups inlined, the common case first.
+        layout = _RECORD[buf[off + _KIND_OFFSET]]
+        fields = layout.unpack_from(buf, off)
         (ts, retval, kind_no, flags, pid, tgid, ppid, uid, gid, comm_raw,
-         l0, l1, l2, l3, l4, l5, walked, sys_no) = _HDR.unpack_from(buf, off)
-        body_fmt = _BODY[kind_no]
-        body = body_fmt.unpack_from(buf, off + HDR_SIZE)
-        pos = off + HDR_SIZE + body_fmt.size
-        if pos + l0 + l1 + l2 + l3 + l4 + l5 > off + size:
-            raise ValueError("string lengths run past the record")
+         l0, l1, l2, l3, l4, l5, walked, sys_no) = fields[:18]
+        body = fields[18:]
+        pos = off + layout.size
+        if pos + l0 + l1 + l2 + l3 + l4 + l5 > off + size or kind_no > 255:
+            raise ValueError("record is not what its header says")
         s0 = bytes(buf[pos : pos + l0]) if l0 else b""
         pos += l0
-        s1 = bytes(buf[pos : pos + l1]) if l1 else b""
-        pos += l1
-        s2 = bytes(buf[pos : pos + l2]) if l2 else b""
-        pos += l2
+        if l1 or l2:
+            s1 = bytes(buf[pos : pos + l1])
+            pos += l1
+            s2 = bytes(buf[pos : pos + l2])
+            pos += l2
+        else:
+            s1 = s2 = b""
 
         procs = self.procs
         if flags & abi.F_CTX:
@@ -134,29 +146,32 @@ class Decoder:
             tty = _text(bytes(buf[pos : pos + l5]))
             proc = procs.set_context(tgid, ppid, exe, cwd, tty)
         else:
-            proc = procs.get(tgid)
-        parent_exe = procs.get(ppid).exe if ppid else ""
-        if flags & abi.F_TRUNC:
-            self.truncated += 1
+            proc = procs.by_tgid.get(tgid) or procs.get(tgid)
+        parent = procs.by_tgid.get(ppid) or (procs.get(ppid) if ppid else None)
+        comm = self._comms.get(comm_raw)
+        if comm is None:
+            comm = self._comm(comm_raw)
 
         kind = _KINDS[kind_no]
-        event = Event(
-            kind, ts + self.wall_offset_ns, pid, tgid, ppid, uid, gid, self._comm(comm_raw),
-            proc.exe, parent_exe, proc.cwd, proc.tty, retval,
-            syscall=SYSCALL_NAMES.get(sys_no, ""), truncated=bool(flags & abi.F_TRUNC),
-        )
+        event = Event(kind, ts + self.wall_offset_ns, pid, tgid, ppid, uid, gid, comm, proc.exe,
+                      parent.exe if parent else "", proc.cwd, proc.tty, retval, syscall=SYSCALL_NAMES[sys_no])
+        if flags & abi.F_TRUNC:
+            event.truncated = True
+            self.truncated += 1
         if kind is EventKind.OPEN:
-            event.flags, event.file_uid, _mode, _dirfd = body
-            if event.file_uid == 0xFFFFFFFF:
-                event.file_uid = -1
-            event.path = self._path(s0, walked & _W_PATH, s1, walked & _W_AUX, proc.cwd)
+            event.flags, file_uid = body[0], body[1]
+            event.file_uid = -1 if file_uid == 0xFFFFFFFF else file_uid
+            if walked & _W_PATH:
+                path = self._walked.get(s0)
+                event.path = path if path is not None else self.walked(s0)
+            else:
+                event.path = self._path(s0, 0, s1, walked & _W_AUX, proc.cwd)
         elif kind is EventKind.EXEC:
             event.file_uid = body[0]
             event.path = proc.exe
             event.argv = _argv(s1)
-        elif kind in (EventKind.CONNECT, EventKind.ACCEPT, EventKind.BIND):
-            (event.family, event.sock_type, event.protocol, event.sport, event.dport, _pad, _fd,
-             saddr, daddr) = body
+        elif kind is EventKind.CONNECT or kind is EventKind.ACCEPT or kind is EventKind.BIND:
+            event.family, event.sock_type, event.protocol, event.sport, event.dport = body[:5]
             if event.family == _AF_UNIX:
                 unix = _unix_path(s0) if s0 else ""
                 event.path = unix
@@ -165,10 +180,10 @@ class Decoder:
                 else:
                     event.daddr = unix
             else:
-                event.saddr = _addr(event.family, saddr)
-                event.daddr = _addr(event.family, daddr)
+                event.saddr = _addr(event.family, body[7])
+                event.daddr = _addr(event.family, body[8])
         elif kind is EventKind.SOCKET:
-            event.family, event.sock_type, event.protocol, _fd = body
+            event.family, event.sock_type, event.protocol = body[:3]
         elif kind is EventKind.CAPABLE:
             event.capability = body[0]
         elif kind is EventKind.SYSCALL:

@@ -69,6 +69,9 @@ CATEGORIES = tuple(CATEGORY_PROGRAMS)
 DEFAULT_VISIBILITY = frozenset({"process", "network", "capabilities"})
 DEFAULT_NOISE = ("/proc", "/sys")
 DEFAULT_RING_SIZE = 8 << 20
+# Events per poll(): small batches keep the young objects young (one big list of Events
+# makes the cyclic GC rescan them); docs/performance.md has the measurement.
+DEFAULT_BATCH = 512
 # Why a tracepoint can be missing, for the message
 _TRACEPOINT_SINCE = {("capability", "cap_capable"): "Linux 6.14"}
 
@@ -122,6 +125,7 @@ class Monitor:
         wakeup_bytes: int | None = None,
         ignore_self: bool = True,
         network_hooks: str = "cgroup",
+        batch: int = DEFAULT_BATCH,
     ) -> None:
         self.visibility = frozenset(visibility)
         if network_hooks not in NETWORK_HOOKS:
@@ -134,6 +138,7 @@ class Monitor:
         if ring_size < page or ring_size & (ring_size - 1):
             raise KernelError(f"ring size {ring_size} must be a power of two of at least {page}")
         self.ring_size = ring_size
+        self.batch = batch
         # Wake the reader only when a quarter of the ring waits; poll()'s timeout bounds latency.
         self.wakeup_bytes = ring_size // 4 if wakeup_bytes is None else wakeup_bytes
         self.unavailable: dict[str, str] = {}
@@ -200,14 +205,14 @@ class Monitor:
                 _log.warning("monitor_category_unavailable", category=category, reason=self.unavailable[category])
 
     def poll(self, timeout_ms: int = 100) -> list[Event]:
-        """Waits up to timeout_ms for the ring to fill to the wake-up mark, then returns
-        every event that is there (possibly none)."""
+        """Up to `batch` events. Returns at once when records wait; otherwise waits up to
+        timeout_ms for the ring to fill to the wake-up mark, then returns what is there."""
         with self._lock:
             if self._closed:
                 return []
             self._reader.wait(timeout_ms)
             self._decoder.wall_offset_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-            self._reader.drain(self._decoder.handle)
+            self._reader.drain(self._decoder.handle, self.batch)
             return self._decoder.take()
 
     def drops_per_cpu(self) -> dict[str, list[int]]:

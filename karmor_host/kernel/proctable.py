@@ -39,7 +39,9 @@ def tty_name(tty_nr: int) -> str:
 class ProcTable:
     def __init__(self, proc_root: Path = Path("/proc")) -> None:
         self._root = proc_root
-        self._procs: dict[int, Proc] = {}
+        # read directly by the decoder's hot path; get() when the entry may be missing
+        self.by_tgid: dict[int, Proc] = {}
+        self._procs = self.by_tgid
         self.misses = 0  # /proc reads after seeding
 
     def __len__(self) -> int:

@@ -84,7 +84,7 @@ class MmapRing:
         self._epoll.register(map_fd, select.EPOLLIN)
 
     def wait(self, timeout_ms: int) -> None:
-        if self._cons.value == self._prod.value:
+        if self._cons.value == self._prod.value:  # nothing waiting: sleep until woken or timed out
             self._epoll.poll(max(timeout_ms, 0) / 1000.0)
 
     def drain(self, handle: Handler, limit: int = 1 << 30) -> int:
@@ -149,6 +149,7 @@ class LibbpfRing:
         return -1 if self._count >= self._limit else 0
 
     def wait(self, timeout_ms: int) -> None:
+        # the ring's poll reports data that waits, so this returns at once when there is some
         self._epoll.poll(max(timeout_ms, 0) / 1000.0)
 
     def drain(self, handle: Handler, limit: int = 1 << 30) -> int:
