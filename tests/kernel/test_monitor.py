@@ -74,7 +74,7 @@ def test_a_full_ring_buffer_counts_every_lost_record(tmp_path):
         assert len(seen) + drops["file"] >= opens
         assert sum(m.drops_per_cpu()["file"]) == drops["file"]
         assert drops["undecodable"] == 0
-    assert m.drops()["file"] == drops["file"]  # still answered after close
+    assert m.drops()["file"] >= drops["file"]  # still answered after close (others kept opening)
 
 
 def test_an_object_built_from_another_abi_is_refused(monkeypatch):
