@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Tight loops for bench_monitor.py, compiled at bench time: Python's own overhead per
+ * iteration would hide what a BPF program adds to a syscall. Prints ns per iteration.
+ *   loops open N PATH   open(PATH, O_RDONLY) + close
+ *   loops exec N        fork + execve("/bin/true") + waitpid
+ *   loops getppid N     the cheapest syscall: shows the syscall-tracepoint slow path
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 2 ? atol(argv[2]) : 0;
+	const char *cpu = getenv("LOOP_CPU");
+	double start;
+	long i;
+
+	if (cpu) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(atoi(cpu), &set);
+		if (sched_setaffinity(0, sizeof(set), &set))
+			return 3;
+	}
+
+	if (argc < 3 || n <= 0) {
+		fprintf(stderr, "usage: loops open|exec|getppid N [PATH]\n");
+		return 2;
+	}
+	start = now_ns();
+	if (!strcmp(argv[1], "open") && argc > 3) {
+		for (i = 0; i < n; i++) {
+			int fd = open(argv[3], O_RDONLY);
+
+			if (fd < 0)
+				return 1;
+			close(fd);
+		}
+	} else if (!strcmp(argv[1], "exec")) {
+		for (i = 0; i < n; i++) {
+			pid_t pid = fork();
+
+			if (pid == 0) {
+				execl("/bin/true", "true", (char *)NULL);
+				_exit(127);
+			}
+			if (pid < 0 || waitpid(pid, NULL, 0) < 0)
+				return 1;
+		}
+	} else if (!strcmp(argv[1], "getppid")) {
+		for (i = 0; i < n; i++)
+			syscall(SYS_getppid);
+	} else {
+		return 2;
+	}
+	printf("%.1f\n", (now_ns() - start) / n);
+	return 0;
+}
