@@ -236,6 +236,14 @@ def _address(value: Any) -> tuple[str, int] | str:
     return host, int(port)
 
 
+def _opt_path(r: _Reader, node: yaml.Node, key: str) -> str | None:
+    """An absolute path, or "" for none (the default of every optional file key)."""
+    if isinstance(node, yaml.ScalarNode) and r.scalar(node, key) == "":
+        return ""
+    path = _abs_path(r, node, key)
+    return str(path) if path is not None else None
+
+
 def _remote_sink(r: _Reader, node: yaml.Node, key: str) -> RemoteSinkConfig | None:
     m = r.mapping(node, key, REMOTE_SINK_DEFAULTS)
     if not isinstance(node, yaml.MappingNode) or (not m and node.value):
@@ -270,7 +278,7 @@ def _remote_sink(r: _Reader, node: yaml.Node, key: str) -> RemoteSinkConfig | No
             r.err(m["tag"], f"{key}.tag", f"must be a Fluent tag (A-Z a-z 0-9 . _ -, up to 128), not {value!r}")
         kw["tag"] = value
     if "sharedKeyFile" in m:
-        kw["shared_key_file"] = str(_abs_path(r, m["sharedKeyFile"], f"{key}.sharedKeyFile") or "") or None
+        kw["shared_key_file"] = _opt_path(r, m["sharedKeyFile"], f"{key}.sharedKeyFile")
     if "format" in m:
         kw["format"] = r.choice(m["format"], f"{key}.format", SYSLOG_FORMATS)
     if "facility" in m:
@@ -299,7 +307,7 @@ def _tls(r: _Reader, node: yaml.Node, key: str) -> TLSConfig | None:
             kw[attr] = r.boolean(m[yaml_key], f"{key}.{yaml_key}")
     for yaml_key, attr in (("caFile", "ca_file"), ("certFile", "cert_file"), ("keyFile", "key_file")):
         if yaml_key in m:
-            kw[attr] = str(_abs_path(r, m[yaml_key], f"{key}.{yaml_key}") or "") or None
+            kw[attr] = _opt_path(r, m[yaml_key], f"{key}.{yaml_key}")
     if "serverName" in m:
         value = r.scalar(m["serverName"], f"{key}.serverName")
         if not isinstance(value, str) or any(c.isspace() for c in value):
@@ -311,8 +319,10 @@ def _tls(r: _Reader, node: yaml.Node, key: str) -> TLSConfig | None:
     if not kw.get("enabled"):
         # A CA or certificate without `enabled: true` is almost surely a forgotten switch:
         # refuse rather than send alerts in plain text.
-        for yaml_key in ("caFile", "certFile", "keyFile", "serverName", "verify"):
-            if yaml_key in m:
+        defaults = TLSConfig()
+        for yaml_key, attr in (("caFile", "ca_file"), ("certFile", "cert_file"), ("keyFile", "key_file"),
+                               ("serverName", "server_name"), ("verify", "verify")):
+            if yaml_key in m and kw.get(attr) not in (None, getattr(defaults, attr)):
                 r.err(m[yaml_key], f"{key}.{yaml_key}", "is set but tls.enabled is not true")
     return TLSConfig(**{k: v for k, v in kw.items() if v is not None})
 
@@ -321,7 +331,7 @@ def _spool(r: _Reader, node: yaml.Node, key: str) -> SpoolConfig:
     m = r.mapping(node, key, REMOTE_SINK_DEFAULTS["spool"])
     kw: dict[str, Any] = {}
     if "dir" in m:
-        kw["dir"] = str(_abs_path(r, m["dir"], f"{key}.dir") or "") or None
+        kw["dir"] = _opt_path(r, m["dir"], f"{key}.dir")
     if "maxBytes" in m:
         kw["max_bytes"] = r.integer(m["maxBytes"], f"{key}.maxBytes", 64 * 1024, 1 << 40)
     if "overflow" in m:
