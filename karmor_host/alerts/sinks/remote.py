@@ -58,14 +58,18 @@ class TLSSettings:
 
 
 def tls_context(tls: TLSSettings, where: str) -> ssl.SSLContext:
-    """A client context; a file that cannot be loaded is a start error naming `where`."""
+    """A client context; a file that cannot be loaded is a start error naming `where`
+    (the sink) and the file."""
+    what = f"tls.caFile {tls.ca_file}" if tls.ca_file else "the system CA store"
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file or None)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if tls.cert_file:
+            what = f"tls.certFile {tls.cert_file} / tls.keyFile {tls.key_file}"
             ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
     except (OSError, ssl.SSLError) as exc:
-        raise KarmorError(f"{where}: cannot load the TLS files: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise KarmorError(f"{where}: cannot load {what}: {reason}") from None
     if not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -119,7 +123,7 @@ class RemoteSink(ABC):
         self.on_notice = on_notice
         self._clock = clock
         self._tls = tls
-        self._tls_ctx = tls_context(tls, name) if tls is not None else None
+        self._tls_ctx = tls_context(tls, f"sinks.remote {name}") if tls is not None else None
         self._log = log.get(f"karmor_host.alerts.{self.kind}")
         if tls is not None and not tls.verify:
             self._log.warning("remote_sink_tls_unverified", sink=name,
