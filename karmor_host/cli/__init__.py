@@ -29,6 +29,7 @@ def _register() -> None:
     from karmor_host.cli import policy as _policy  # noqa: F401
     from karmor_host.cli import probe as _probe  # noqa: F401
     from karmor_host.cli import run as _run  # noqa: F401
+    from karmor_host.cli import trace as _trace  # noqa: F401
 
 
 _register()
