@@ -15,6 +15,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,17 @@ if TYPE_CHECKING:
 
 _STOP = object()
 DEFAULT_QUEUE = 16_384  # events between the ring-buffer reader and the worker
+
+
+@dataclass(frozen=True)
+class ReadyAlert:
+    """An alert another part of the agent built itself (the network firewall's
+    MatchedNetworkPolicy records): throttled, counted and sent like matched events, in the
+    pipeline's own thread."""
+
+    record: Record
+    policy_name: str
+    throttled: bool = True  # False for the firewall's own SystemEvents (suppression counts)
 
 
 def _category_name(value: object) -> str:
@@ -158,6 +170,10 @@ class AlertPipeline:
             with self._lock:
                 self.queue_drops += 1
 
+    def submit(self, item: ReadyAlert) -> None:
+        """Queue a ready alert (dropped and counted when the queue is full, like events)."""
+        self.handle(item)  # type: ignore[arg-type]
+
     def tick(self) -> None:
         """Report the end of a throttling period even when no alert comes to trigger it.
         The worker does this itself; in synchronous mode call it about once a second."""
@@ -205,6 +221,9 @@ class AlertPipeline:
     # --- the work --------------------------------------------------------------------------
 
     def _process(self, event: Event) -> None:
+        if isinstance(event, ReadyAlert):
+            self._send_ready(event)
+            return
         with self._lock:
             self.events += 1
         try:
@@ -235,6 +254,20 @@ class AlertPipeline:
             with self._lock:
                 self.per_policy[d.policy_name] += 1
             self._emit(rec)
+
+    def _send_ready(self, item: ReadyAlert) -> None:
+        if not item.throttled:
+            with self._lock:
+                self.system_events += 1
+            self._emit(item.record)
+            return
+        with self._throttle_lock:
+            admitted, notices = self.throttle.offer(item.policy_name)
+        self._announce(notices)
+        if admitted:
+            with self._lock:
+                self.per_policy[item.policy_name] += 1
+            self._emit(item.record)
 
     def _announce(self, notices: list[Notice]) -> None:
         for notice in notices:

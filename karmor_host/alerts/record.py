@@ -23,6 +23,9 @@ from karmor_host.policy.ruleset import Rule
 
 HOST_LOG = "HostLog"
 MATCHED_HOST_POLICY = "MatchedHostPolicy"
+MATCHED_NETWORK_POLICY = "MatchedNetworkPolicy"  # a KubeArmorNetworkPolicy firewall decision
+NETWORK_FIREWALL = "NetworkFirewall"  # its Operation
+NETWORK_POLICY_ENFORCER = "NetworkPolicyEnforcer"  # its Enforcer
 SYSTEM_EVENT = "SystemEvent"
 DEFAULT_POSTURE = "DefaultPosture"  # PolicyName of a whitelist miss
 MONITOR_ENFORCER = "eBPF Monitor"  # Enforcer of everything we saw but did not stop
@@ -255,6 +258,60 @@ def alert(
     record["Cwd"] = _cwd(event.cwd)
     record["TTY"] = event.tty
     return record
+
+
+def network_alert(
+    host: HostInfo,
+    *,
+    ts_ns: int,
+    policy_name: str,
+    severity: int | None,
+    tags: tuple[str, ...],
+    message: str,
+    action: str,
+    result: str,
+    resource: str,
+    data: str,
+    pid: int = 0,
+    ppid: int = 0,
+    uid: int = 0,
+    process: str = "",
+    parent_process: str = "",
+) -> dict[str, Any]:
+    """Alert record of the network firewall (Type MatchedNetworkPolicy): the same fields as
+    a host-policy alert, so one parser reads both. `severity` None is a default-posture
+    alert. The process is the sender (egress) or the local listener (ingress); Data says
+    which and how it was found."""
+    ts, updated = timestamps(ts_ns)
+    return {
+        "Timestamp": ts,
+        "UpdatedTime": updated,
+        "ClusterName": host.cluster_name,
+        "HostName": host.host_name,
+        "NodeID": host.node_id,
+        "HostPPID": ppid,
+        "HostPID": pid,
+        "PPID": ppid,
+        "PID": pid,
+        "UID": uid,
+        "ParentProcessName": parent_process,
+        "ProcessName": process,
+        "PolicyName": policy_name,
+        "Severity": "" if severity is None else str(severity),
+        "Tags": ",".join(tags),
+        "ATags": list(tags),
+        "Message": message,
+        "Type": MATCHED_NETWORK_POLICY,
+        "Source": process,
+        "Operation": NETWORK_FIREWALL,
+        "Resource": resource,
+        "Data": data,
+        "Enforcer": NETWORK_POLICY_ENFORCER,
+        "Action": action,
+        "Result": result,
+        "Cwd": "",
+        "TTY": "",
+    }
 
 
 def system_event(

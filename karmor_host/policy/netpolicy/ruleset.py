@@ -72,8 +72,9 @@ class NetRuleSet:
         return direction in self.whitelists or any(
             r.direction is direction and r.action is not Action.ALLOW for r in self.rules)
 
-    def names_iface(self, name: str) -> bool:
-        return any(name in r.ifaces for r in self.rules)
+    def names_iface(self, name: str, direction: Direction | None = None) -> bool:
+        """A rule (of `direction`, or of either) lists this interface."""
+        return any(name in r.ifaces for r in self.rules if direction in (None, r.direction))
 
     def names_port(self, port: int, protocol: str = "TCP") -> bool:
         """A rule lists this port explicitly (in a range of its own or as a single port)."""
