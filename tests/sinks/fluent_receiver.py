@@ -96,11 +96,14 @@ class FluentReceiver:
         keepalive: bool = True,
         hostname: str = "receiver.test",
         impostor: bool = False,
+        store: bool = True,
     ) -> None:
         """`impostor`: a server that does not know the client's key: it accepts any PING
         and answers PONG with a proof made from its own `shared_key`."""
         self.tls, self.shared_key, self.ack, self.keepalive = tls, shared_key, ack, keepalive
         self.impostor = impostor
+        self.store = store  # False: only count (benchmarks)
+        self.count = 0
         self.hostname = hostname
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -209,6 +212,9 @@ class FluentReceiver:
         return True
 
     def _store(self, tag: str, entries: list, chunk: str | None) -> None:
+        if not self.store:
+            self.count += len(entries)
+            return
         rows = [{"chunk": chunk, "tag": tag, "time": t, "record": r} for t, r in entries]
         with self._lock:
             self.records.extend(rows)
@@ -236,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--discard", action="store_true", help="decode and ack, store nothing")
     ap.add_argument("--shared-key", default="")
     ap.add_argument("--cert")
     ap.add_argument("--key")
@@ -245,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.cert, args.key)
-    rx = FluentReceiver(args.host, args.port, tls=tls, shared_key=args.shared_key.encode(), out=args.out)
+    rx = FluentReceiver(args.host, args.port, tls=tls, shared_key=args.shared_key.encode(), out=args.out,
+                        store=not args.discard)
     print(f"listening {rx.port}", flush=True)
     rx.serve()
 

@@ -48,17 +48,31 @@ _SD_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
 
 def _header(value: Any, limit: int) -> str:
     """An RFC 5424 header field: printable US-ASCII without spaces, or the nil value `-`."""
-    text = "".join(c if 33 <= ord(c) <= 126 else "_" for c in str(value or ""))[:limit]
-    return text or "-"
+    text = str(value or "")
+    if not (text.isascii() and text.isprintable() and " " not in text):  # the rare slow path
+        text = "".join(c if 33 <= ord(c) <= 126 else "_" for c in text)
+    return text[:limit] or "-"
+
+
+_sd_names: dict[str, str] = {}  # record keys are few and fixed: clean each once
 
 
 def _sd_name(name: str) -> str:
-    text = "".join(c for c in name if 33 <= ord(c) <= 126 and c not in '= ]"')[:32]
-    return text or "_"
+    clean = _sd_names.get(name)
+    if clean is None:
+        clean = "".join(c for c in name if 33 <= ord(c) <= 126 and c not in '= ]"')[:32] or "_"
+        if len(_sd_names) < 1024:
+            _sd_names[name] = clean
+    return clean
+
+
+def _sd_value(value: Any) -> str:
+    text = value if isinstance(value, str) else field_value(value)
+    return text.translate(_SD_ESCAPES) if ('"' in text or "\\" in text or "]" in text) else text
 
 
 def structured_data(record: Record) -> str:
-    params = " ".join(f'{_sd_name(k)}="{field_value(v).translate(_SD_ESCAPES)}"' for k, v in record.items())
+    params = " ".join(f'{_sd_name(k)}="{_sd_value(v)}"' for k, v in record.items())
     return f"[{SD_ID} {params}]" if params else f"[{SD_ID}]"
 
 
