@@ -1,10 +1,11 @@
-"""`karmor-host policy validate|show`: check policy files and see what they compile to here."""
+"""`karmor-host policy validate|show|translate`: check policy files, see what they compile to here
+and what an enforcer would load for them."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,4 +264,63 @@ def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels:
             click.echo(str(p), err=True)
         _show_text(rs, identity)
         _show_network(net)
+    sys.exit(0 if result.ok else 1)
+
+
+# --- translate ---------------------------------------------------------------------------------
+
+def _apparmor_text(rs: RuleSet) -> str:
+    from karmor_host.enforce.apparmor.render import render  # only when asked for
+
+    return render(rs).text()
+
+
+# Enforcer name -> the text that enforcer would load for a rule set. Closed, like the
+# enforcer registry: another enforcer adds one entry (its own pure render/plan function).
+TRANSLATORS: dict[str, Callable[[RuleSet], str]] = {
+    "apparmor": _apparmor_text,
+}
+
+
+@policy.command("translate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--enforcer", required=True, type=click.Choice(sorted(TRANSLATORS)),
+              help="The enforcer whose kernel policy to print.")
+@click.option("--hostname", help="Compile for this host name instead of this machine's.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_labels,
+              help="A host label for nodeSelector matching (repeatable).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Take the host name and default postures from this agent config file.")
+@click.option("--file-posture", type=_POSTURES, help="Default file posture (audit).")
+@click.option("--network-posture", type=_POSTURES, help="Default network posture (audit).")
+@click.option("--capabilities-posture", type=_POSTURES, help="Default capabilities posture (audit).")
+def translate_cmd(paths: Sequence[Path], enforcer: str, hostname: str | None, labels: dict[str, str],
+                  config_path: Path | None, file_posture: str | None, network_posture: str | None,
+                  capabilities_posture: str | None) -> None:
+    """Print what an enforcer would load for these policies on this host.
+
+    `--enforcer apparmor`: the AppArmor profiles, as one file `apparmor_parser` accepts
+    (`... | apparmor_parser -Q` checks it), with comments naming each rule id and saying how
+    the rules AppArmor cannot carry are reported instead.
+
+    Invalid files are reported on stderr and left out; the exit status is then 1.
+    """
+    postures = {c: Posture.AUDIT for c in Category}
+    if config_path is not None:
+        try:
+            cfg = config_mod.load(config_path)
+        except ConfigError as exc:
+            click.echo(exc.message, err=True)
+            sys.exit(exc.code)
+        postures.update(cfg.postures)
+        hostname = hostname or cfg.hostname or None
+    given = {Category.FILE: file_posture, Category.NETWORK: network_posture,
+             Category.CAPABILITIES: capabilities_posture}
+    postures.update({c: Posture(v) for c, v in given.items() if v})
+    result = load_paths(paths)
+    for p in result.problems:
+        click.echo(str(p), err=True)
+    rs = compile_policies(host_policies(result.policies), HostIdentity.detect(hostname=hostname, labels=labels),
+                          postures)
+    click.echo(TRANSLATORS[enforcer](rs), nl=False)
     sys.exit(0 if result.ok else 1)
