@@ -91,6 +91,7 @@ class Spool:
         self._active: _Segment | None = None  # the one being appended to
         self._fd = -1  # write fd of _active
         self._next_seq = 1  # segment numbers only grow: the head file compares them
+        self._unsynced: list[int] = []  # full segments the next sync() makes durable
         self._inflight: tuple[int, int] | None = None  # (seq, start) of the batch out
         self._records = 0
         self._pending = 0
@@ -175,10 +176,12 @@ class Spool:
         self._active, self._fd = seg, fd
         return seg
 
-    def _close_active(self) -> None:
+    def _close_active(self, fsync: bool = False) -> None:
         if self._fd >= 0:
-            # The segment is complete: make it durable now rather than on the next sync().
-            os.fsync(self._fd)
+            if fsync:
+                os.fsync(self._fd)
+            elif self._active is not None:
+                self._unsynced.append(self._active.seq)  # not here: append is the alert path
             os.close(self._fd)
         self._active, self._fd = None, -1
 
@@ -254,15 +257,26 @@ class Spool:
     # --- durability and life cycle ----------------------------------------------------
 
     def sync(self) -> None:
-        """fsync the segment being written (without holding the lock during the fsync)."""
+        """fsync what was written since the last call: segments completed meanwhile and the
+        one being written. The lock is not held during the fsyncs (appends go on)."""
         with self._cond:
-            if self._fd < 0:
-                return
-            fd = os.dup(self._fd)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            paths = [self._path(seq) for seq in self._unsynced if seq in self._segments]
+            self._unsynced.clear()
+            fd = os.dup(self._fd) if self._fd >= 0 else -1
+        for path in paths:
+            try:
+                done = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # delivered or dropped meanwhile
+            try:
+                os.fsync(done)
+            finally:
+                os.close(done)
+        if fd >= 0:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         with self._cond:
@@ -270,7 +284,7 @@ class Spool:
                 return
             self._closed = True
             try:
-                self._close_active()
+                self._close_active(fsync=True)
             finally:
                 os.close(self._lock_fd)
                 self._cond.notify_all()

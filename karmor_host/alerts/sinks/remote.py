@@ -223,8 +223,9 @@ class RemoteSink(ABC):
         if not final and now - self._last_notice < NOTICE_EVERY_S:
             return  # the next notice sums these up
         self._reported_lost, self._last_notice = lost, now
-        message = (f"Remote sink {self.name}: {new} records lost (spool full at"
-                   f" {self.spool.max_bytes} bytes, policy {self.spool.overflow}); {lost} since start")
+        message = (f"Remote sink {self.name}: {new} records lost, {lost} since start (spool full at"
+                   f" {self.spool.max_bytes} bytes, policy {self.spool.overflow}: {self.spool.dropped};"
+                   f" damaged on disk: {self.spool.corrupt}; not encodable or not writable: {self.errors})")
         data = (f"sink={self.name} lost={new} total={lost} dropped={self.spool.dropped}"
                 f" corrupt={self.spool.corrupt} errors={self.errors} overflow={self.spool.overflow}")
         self.on_notice(self, DROP_OPERATION, message, data,
