@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,13 @@ def wait_until(fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (yet)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class ListSink(CountingSink):

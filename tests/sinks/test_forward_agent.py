@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from tests.kernel.agent_harness import POLICY_HEAD, AgentProc, ensure_journald, unique, wait_for
+from tests.sinks.conftest import free_port
 from tests.sinks.fluent_receiver import FluentReceiver
-from tests.sinks.test_forward import free_port
 
 pytestmark = pytest.mark.kernel
 

@@ -86,7 +86,7 @@ def test_record_selection(tmp_path):
 
 def test_unencodable_records_and_drops_are_counted_and_announced(tmp_path):
     notices = []
-    s = sink(tmp_path, max_bytes=3000, overflow="drop_newest")
+    s = sink(tmp_path, max_bytes=3000, overflow="drop_newest", clock=lambda: 0.0)  # time stands still
     s.on_notice = lambda origin, op, msg, data, extra: notices.append((origin, op, msg, data, extra))
     s.emit({"Type": "MatchedHostPolicy", "Bad": object()})  # msgpack cannot encode it
     assert s.errors == 1 and s.failed == 1
