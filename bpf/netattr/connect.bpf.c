@@ -8,55 +8,83 @@
  */
 #include "netattr.h"
 
-/* Appends the executable's path components, leaf first, NUL-terminated, into v->exe. */
+/* The state of one executable-path walk, shared with the bpf_loop callback. */
+struct exe_walk {
+	struct netattr_owner *v;
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *mnt;
+	__u64 mnt_off;
+	__u32 off;
+	__u32 done;
+};
+
+/*
+ * One step up from w->d: cross a mount point, or append the component. A bpf_loop callback
+ * is verified once, not once per iteration and program: the walk costs the verifier
+ * milliseconds instead of seconds.
+ */
+static long netattr__exe_step(__u64 index, struct exe_walk *w)
+{
+	/* Locals, not w->...: a CO-RE read of w->vm would relocate struct exe_walk itself. */
+	struct vfsmount *vm = w->vm;
+	struct mount *mnt = w->mnt;
+	struct dentry *d = w->d;
+	struct dentry *root = BPF_CORE_READ(vm, mnt_root);
+	struct dentry *up;
+	struct mount *parent;
+	const unsigned char *name;
+	__u32 off = w->off;
+	long n;
+
+	if (d == root) {
+		parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt) {
+			w->done = 1; /* the root of the mount namespace */
+			return 1;
+		}
+		w->d = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = parent;
+		w->vm = (void *)parent + w->mnt_off;
+		return 0;
+	}
+	up = BPF_CORE_READ(d, d_parent);
+	if (up == d) {
+		w->done = 1;
+		return 1;
+	}
+	if (off > NETATTR_EXE_LEN - NETATTR_COMP_MAX)
+		return 1; /* out of room: not done, so marked truncated */
+	name = BPF_CORE_READ(d, d_name.name);
+	n = bpf_probe_read_kernel_str(&w->v->exe[off], NETATTR_COMP_MAX, name);
+	if (n <= 0) {
+		w->done = 1;
+		return 1;
+	}
+	if (n == NETATTR_COMP_MAX)
+		w->v->flags |= NETATTR_F_EXE_TRUNC;
+	w->off = off + n;
+	w->d = up;
+	return 0;
+}
+
+/* Writes the executable's path components, leaf first, NUL-terminated, into v->exe. */
 static __always_inline void netattr__exe(struct netattr_owner *v, struct task_struct *task)
 {
 	struct file *file = BPF_CORE_READ(task, mm, exe_file);
-	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
-	struct vfsmount *vm;
-	struct dentry *d, *up, *root;
-	struct mount *mnt, *parent;
-	const unsigned char *name;
-	__u32 off = 0;
-	long n;
-	int i;
+	struct exe_walk w = { .v = v };
 
 	v->exe_len = 0;
 	if (!file)
 		return;
-	d = BPF_CORE_READ(file, f_path.dentry);
-	vm = BPF_CORE_READ(file, f_path.mnt);
-	mnt = (void *)vm - mnt_off;
-	for (i = 0; i < NETATTR_DEPTH; i++) {
-		root = BPF_CORE_READ(vm, mnt_root);
-		if (d == root) {
-			parent = BPF_CORE_READ(mnt, mnt_parent);
-			if (parent == mnt)
-				break; /* the root of the mount namespace */
-			d = BPF_CORE_READ(mnt, mnt_mountpoint);
-			mnt = parent;
-			vm = (void *)mnt + mnt_off;
-			continue;
-		}
-		up = BPF_CORE_READ(d, d_parent);
-		if (up == d)
-			break;
-		if (off > NETATTR_EXE_LEN - NETATTR_COMP_MAX) {
-			v->flags |= NETATTR_F_EXE_TRUNC;
-			break;
-		}
-		name = BPF_CORE_READ(d, d_name.name);
-		n = bpf_probe_read_kernel_str(&v->exe[off], NETATTR_COMP_MAX, name);
-		if (n <= 0)
-			break;
-		if (n == NETATTR_COMP_MAX)
-			v->flags |= NETATTR_F_EXE_TRUNC;
-		off += n;
-		d = up;
-	}
-	if (i == NETATTR_DEPTH)
+	w.mnt_off = bpf_core_field_offset(struct mount, mnt);
+	w.d = BPF_CORE_READ(file, f_path.dentry);
+	w.vm = BPF_CORE_READ(file, f_path.mnt);
+	w.mnt = (void *)w.vm - w.mnt_off;
+	bpf_loop(NETATTR_DEPTH, netattr__exe_step, &w, 0);
+	if (!w.done)
 		v->flags |= NETATTR_F_EXE_TRUNC;
-	v->exe_len = off;
+	v->exe_len = w.off;
 }
 
 static __always_inline int netattr__record(struct bpf_sock_addr *ctx, bool v6)
