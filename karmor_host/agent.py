@@ -23,10 +23,12 @@ from karmor_host.config import Config
 from karmor_host.enforce import registry
 from karmor_host.enforce.base import ApplyReport
 from karmor_host.errors import KarmorError
+from karmor_host.firewall.manager import NetworkFirewall
 from karmor_host.kernel.probe import Choice, KernelFacts, choose, probe
 from karmor_host.paths import Paths
 from karmor_host.policy import compile_policies
-from karmor_host.policy.ruleset import Operation, RuleSet
+from karmor_host.policy.netpolicy import host_policies
+from karmor_host.policy.ruleset import Category, Operation, RuleSet
 from karmor_host.policy.selector import HostIdentity
 from karmor_host.policy.store import PolicyStore, ScanResult
 from karmor_host.policy.watch import DirectoryWatcher
@@ -90,6 +92,8 @@ class Agent:
         self.host = HostInfo.detect(cluster_name=self.config.cluster, host_name=self.config.hostname or None)
         self.identity = HostIdentity.detect(hostname=self.config.hostname or None)
         self.pipeline = AlertPipeline.from_config(self.config, self.host, enforcer_can_block=self.enforcer.can_block)
+        # KubeArmorNetworkPolicy: nftables table + alerts through the same pipeline
+        self.firewall = NetworkFirewall(self.paths.bpf_object_dir, self.pipeline)
         self.store = PolicyStore(self.config.policy_dir)
         self.watcher = DirectoryWatcher(self.config.policy_dir)
         self.watcher.start()
@@ -109,7 +113,9 @@ class Agent:
             st.scan = scan  # rejections may have changed even if the rules did not
             self.write_status()
             return
-        ruleset = compile_policies(scan.policies, self.identity, self.config.postures)
+        # The firewall keeps its last good rules on its own errors; host rules are independent.
+        self.firewall.apply_policies(scan.policies, self.identity, self.config.postures[Category.NETWORK])
+        ruleset = compile_policies(host_policies(scan.policies), self.identity, self.config.postures)
         try:
             report = self.enforcer.apply(ruleset)
         except KarmorError as exc:
@@ -227,6 +233,7 @@ class Agent:
                 "error": self._event_error,
             },
             "alerts": self.pipeline.stats(),
+            "firewall": self.firewall.status(),
         }
 
     def write_status(self) -> None:
@@ -303,6 +310,7 @@ class Agent:
             self._event_thread.join(timeout=2)
         if self.monitor is not None:
             self.monitor.close()
+        self.firewall.stop()  # alerts stop; the table stays in force (docs/network-policy.md)
         self.pipeline.close()
         # Enforcement state is left as the enforcer documents (docs/operations.md): the
         # alerts-only enforcer has nothing installed; LSM enforcers keep their pinned state.
