@@ -203,3 +203,50 @@ def test_stop_leaves_the_table_and_a_restart_replaces_it(agent, topo) -> None:
     agent.start()
     assert wait_for(lambda: agent.firewall()["table"] == "inet karmor", 5)
     assert fw(topo, "live") == live
+
+
+def test_udp_egress_audit_names_the_sender(agent, topo) -> None:
+    topo.serve(topo.b, udp=(7950,))
+    name = unique("audit-udp")
+    put(agent, name, "  egress:\n  - ports:\n    - protocol: UDP\n      port: 7950\n  action: Audit\n")
+    t0 = time.time()
+    proc = topo.spawn(topo.a, PYTHON, "-m", "tests.netns.peer", "udp", topo.b6(0), "7950")
+    assert proc.wait(timeout=10) == 0
+    (rec,) = records(name, t0)
+    assert (rec["HostPID"], rec["ProcessName"], rec["Result"]) == (proc.pid, PY_EXE, "Passed")
+    assert rec["Resource"].startswith(f"protocol=UDP saddr={topo.a6(0)} sport=")
+    assert rec["Data"].endswith("attribution=connect")  # sendmsg6 saw the bound source port
+
+
+@pytest.fixture
+def blocking_agent(topo, tmp_path):
+    ensure_journald()
+    os.chmod(tmp_path, 0o755)
+    a = NetnsAgent(tmp_path, extra_config="defaultPosture: {network: block}\n"
+                                          "throttle: {maxAlertsPerSecond: 100000}\n")
+    a.netns = topo.a
+    a.start()
+    yield a
+    a.stop()
+
+
+def test_block_posture_and_the_lock_out_guard_through_the_agent(blocking_agent, topo) -> None:
+    agent = blocking_agent
+    topo.serve(topo.a, tcp=(22, 8000, 8001))
+    name = unique("web-only")
+    put(agent, name, "  ingress:\n  - ports:\n    - protocol: TCP\n      port: 8000\n    - protocol: TCP\n"
+                     "      port: ssh\n  action: Allow\n")
+    t0 = time.time()
+    assert topo.connect(topo.b, topo.a4(0), 8000)
+    assert not topo.connect(topo.b, topo.a4(0), 8001, timeout=0.5)
+    (rec,) = records("DefaultPosture", t0)
+    assert (rec["Action"], rec["Result"], rec["PolicyName"]) == ("Block", "Dropped", "DefaultPosture")
+    live = fw(topo, "live")
+    # An SSH session is up; a new version without the ssh port would cut it: refused.
+    topo.spawn(topo.b, PYTHON, "-m", "tests.netns.peer", "hold", topo.a4(0), "22", "--seconds", "30",
+               wait_for="connected")
+    put(agent, name, "  ingress:\n  - ports:\n    - protocol: TCP\n      port: 8000\n  action: Allow\n")
+    error = wait_for(lambda: agent.firewall()["error"], 5)
+    assert error.startswith("network rules refused by the lock-out guard: the established SSH session")
+    assert fw(topo, "live") == live
+    assert [e for e in agent.log_events("firewall_apply_failed") if e["keeping"] == "previous network rules"]
