@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
-from karmor_host.alerts.record import MATCHED_HOST_POLICY
+from karmor_host.alerts.record import HOST_LOG, SYSTEM_EVENT
 from karmor_host.alerts.sinks.base import Record
 from karmor_host.alerts.spool import Batch, Spool
 from karmor_host.errors import KarmorError
@@ -172,8 +172,8 @@ class RemoteSink(ABC):
         return self._sock is not None
 
     def emit(self, record: Record) -> None:
-        if record.get("Type") == MATCHED_HOST_POLICY and not self.alerts:
-            return  # this sink was configured for telemetry only
+        if not self.alerts and record.get("Type") not in (HOST_LOG, SYSTEM_EVENT):
+            return  # a telemetry-only sink: no alerts of any kind
         try:
             self.spool.append(self.encode(record))
         except Exception as exc:  # noqa: BLE001 - a sink never raises into the pipeline
