@@ -97,6 +97,11 @@ def status_cmd(as_json: bool) -> None:
     for r in pol["rejected"]:
         keep = " (last good version kept)" if r["keeping_last_good"] else ""
         click.echo(f"  REJECTED   {r['file']}: {r['reason']}{keep}")
+    for name, c in sorted(doc.get("alerts", {}).get("sinks", {}).items()):
+        extra = "".join(f", {k} {c[k]}" for k in ("spooled", "dropped", "duplicates") if k in c)
+        conn = "" if "connected" not in c else (", connected" if c["connected"] else ", NOT CONNECTED")
+        err = f" (last error: {c['last_error']})" if c.get("last_error") else ""
+        click.echo(f"sink:      {name}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}{extra}{conn}{err}")
     drops = doc.get("monitor", {}).get("drops", {})
     stats = doc.get("alerts", {})
     click.echo("drops:     " + (", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none")
