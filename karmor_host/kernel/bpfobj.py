@@ -31,9 +31,10 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 class BpfLink:
     """An attachment; destroying it detaches the program (unless pinned)."""
 
-    def __init__(self, ptr: int, what: str) -> None:
+    def __init__(self, ptr: int, what: str, owner: BpfObject | None = None) -> None:
         self._ptr = ptr
         self.what = what
+        self._owner = owner  # the object that destroys it at close, unless destroyed before
 
     @property
     def fd(self) -> int:
@@ -49,6 +50,8 @@ class BpfLink:
         if self._ptr:
             L.lib.bpf_link__destroy(self._ptr)
             self._ptr = 0
+            if self._owner is not None and self in self._owner._links:
+                self._owner._links.remove(self)
 
 
 class BpfProgram:
@@ -72,7 +75,7 @@ class BpfProgram:
         return L.check(L.lib.bpf_program__fd(self._ptr), f"bpf_program__fd {self.name}")
 
     def _link(self, ptr: int | None, how: str) -> BpfLink:
-        link = BpfLink(L.check_ptr(ptr, f"attach {self.name} ({how})"), self.name)
+        link = BpfLink(L.check_ptr(ptr, f"attach {self.name} ({how})"), self.name, self._obj)
         self._obj._links.append(link)
         return link
 
@@ -314,9 +317,8 @@ class BpfObject:
                    programs=[p.name for p in self._programs.values() if p.autoload])
 
     def close(self) -> None:
-        for link in reversed(self._links):
+        for link in reversed(list(self._links)):  # destroy() takes each out of the list
             link.destroy()
-        self._links.clear()
         if self._ptr:
             L.lib.bpf_object__close(self._ptr)
             self._ptr = 0

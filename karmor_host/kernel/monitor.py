@@ -24,7 +24,7 @@ from karmor_host import log
 from karmor_host.errors import KernelError
 from karmor_host.kernel import abi, tracefs
 from karmor_host.kernel import libbpf as L
-from karmor_host.kernel.bpfobj import BpfObject
+from karmor_host.kernel.bpfobj import BpfLink, BpfObject
 from karmor_host.kernel.cgroup import cgroup2_root
 from karmor_host.kernel.decode import Decoder
 from karmor_host.kernel.events import Event
@@ -158,17 +158,10 @@ class Monitor:
             self._obj.set_rodata("karmor_cfg", bytes(cfg))
             with L.capture_messages(L.LIBBPF_WARN) as messages:
                 self._obj.load()
-                cgroup_dir = None
-                for prog in self._obj.programs.values():
-                    if not prog.autoload:
-                        continue
-                    if prog.section.startswith("cgroup/"):
-                        cgroup_dir = cgroup_dir or cgroup2_root()
-                        prog.attach_cgroup(cgroup_dir)
-                    else:
-                        prog.attach()
-                    self.attached.append(prog.name)
+                self._links: list[BpfLink] = []
+                self._attach()
             self.load_messages = [text for _, text in messages]
+            self.attached = [link.what for link in self._links]
             self._drops_map = self._obj.map("drops")
             self.procs = ProcTable()
             self.procs.seed()
@@ -203,6 +196,30 @@ class Monitor:
             if missing:
                 self.unavailable[category] = "tracepoint not in this kernel: " + ", ".join(missing)
                 _log.warning("monitor_category_unavailable", category=category, reason=self.unavailable[category])
+
+    def _attach(self) -> None:
+        cgroup_dir = None
+        for prog in self._obj.programs.values():
+            if not prog.autoload:
+                continue
+            if prog.section.startswith("cgroup/"):
+                cgroup_dir = cgroup_dir or cgroup2_root()
+                self._links.append(prog.attach_cgroup(cgroup_dir))
+            else:
+                self._links.append(prog.attach())
+
+    def pause(self) -> None:
+        """Detaches the programs (no new records, no cost to anyone); maps, the ring, the
+        process table and the counters stay. resume() attaches them again."""
+        with self._lock:
+            for link in self._links:
+                link.destroy()
+            self._links.clear()
+
+    def resume(self) -> None:
+        with self._lock:
+            if not self._links and not self._closed:
+                self._attach()
 
     def poll(self, timeout_ms: int = 100) -> list[Event]:
         """Up to `batch` events. Returns at once when records wait; otherwise waits up to

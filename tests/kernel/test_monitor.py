@@ -112,3 +112,14 @@ def test_close_waits_for_a_poll_in_another_thread():
     stop.set()
     t.join(2)
     assert not t.is_alive() and errors == []
+
+
+def test_pause_detaches_and_resume_attaches_again():
+    with monitor("process") as m:
+        m.pause()
+        pid, _ = in_child(lambda: os.execv("/bin/true", ["true"]))
+        m.resume()
+        later, _ = in_child(lambda: os.execv("/bin/true", ["true"]))
+        m.wait_for(lambda e: e.kind is EventKind.EXIT and e.tgid == later)
+        assert not m.drain(lambda e: e.tgid == pid, quiet=0.2)
+        assert sorted(m.attached) == sorted(CATEGORY_PROGRAMS["process"])
