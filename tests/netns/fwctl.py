@@ -2,6 +2,8 @@
 
     apply FILE [--posture audit|block]       compile, guard, apply; print {"ok", "error"}
     swap FILE1 FILE2 --times N               apply the two alternately N times
+    apply-empty                              our table with only its base rules (benchmarks)
+    attribution                              attach the netattr programs until stdin closes
     remove                                   remove our table; print {"existed"}
     live                                     print our table's chains and rule comments
     foreign-add / foreign-live               a table of someone else's, inet foreign
@@ -15,11 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from karmor_host import log
 from karmor_host.errors import KarmorError
 from karmor_host.firewall import guard, plan, sockets
 from karmor_host.firewall.backend import NftBackend
 from karmor_host.policy import HostIdentity, load_paths
-from karmor_host.policy.netpolicy import compile_network
+from karmor_host.policy.netpolicy import NetRuleSet, compile_network
 from karmor_host.policy.ruleset import Posture
 
 FOREIGN = {"family": "inet", "name": "foreign"}
@@ -66,15 +69,29 @@ def main(argv: list[str]) -> int:
     s.add_argument("second")
     s.add_argument("--times", type=int, default=20)
     s.add_argument("--posture", default="block")
-    for name in ("remove", "live", "foreign-add", "foreign-live", "sessions"):
+    for name in ("apply-empty", "attribution", "remove", "live", "foreign-add", "foreign-live", "sessions"):
         sub.add_parser(name)
     args = ap.parse_args(argv)
+    log.configure(level="warning", stream=sys.stderr)  # stdout is for the JSON answer
     backend = NftBackend()
     if args.cmd == "apply":
         out: object = _apply(backend, args.file, args.posture)
     elif args.cmd == "swap":
         results = [_apply(backend, (args.first, args.second)[i % 2], args.posture) for i in range(args.times)]
         out = {"ok": all(r["ok"] for r in results), "errors": [r.get("error") for r in results if not r["ok"]]}
+    elif args.cmd == "apply-empty":
+        backend.apply(plan.build(NetRuleSet()))
+        out = {"ok": True}
+    elif args.cmd == "attribution":
+        from karmor_host.firewall.attribution import EgressAttribution
+        from karmor_host.kernel.cgroup import cgroup2_root
+        from karmor_host.paths import default_bpf_object_dir
+
+        attr = EgressAttribution(default_bpf_object_dir(), cgroup2_root())
+        print(json.dumps({"attached": True}), flush=True)
+        sys.stdin.read()  # until the caller closes our stdin
+        attr.close()
+        return 0
     elif args.cmd == "remove":
         out = {"existed": backend.remove()}
     elif args.cmd == "live":
