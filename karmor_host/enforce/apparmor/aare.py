@@ -5,7 +5,8 @@ globbing differs in the places below, and each translation keeps ours:
 
 | ours | AppArmor | translation |
 |---|---|---|
-| a literal `* ? [ ] { } , @ " \\ ^ #` | special (glob, alternation, variable, quoting) | escaped with `\\` |
+| a literal `* ? [ ] { } , @ " ^ #` | special (glob, alternation, variable, quoting) | escaped with `\\` |
+| a literal `\\` | the escape character | `[\\\\]` (see `escape`) |
 | `*` right after `/` matches zero characters | `/*` needs at least one | `{*,}` when more of the component follows |
 | `**/` may match no directory | `/**/` needs one | `{**/,}` |
 | `[!abc]` | `[^abc]` | `^` |
@@ -24,8 +25,10 @@ _SPECIAL = frozenset('*?[]{},@"\\^#')
 
 
 def escape(text: str) -> str:
-    """Literal text for use inside a quoted AppArmor glob."""
-    return "".join("\\" + c if c in _SPECIAL else c for c in text)
+    """Literal text for use inside a quoted AppArmor glob. A backslash becomes the class
+    `[\\]`: the parser's lexer ends a quoted string at `\\"` (it reads `\"` as an escaped
+    quote even after another backslash), so an escaped backslash must never come last."""
+    return "".join("[\\\\]" if c == "\\" else "\\" + c if c in _SPECIAL else c for c in text)
 
 
 def quote(glob: str) -> str:

@@ -139,13 +139,20 @@ class Backend:
         return current
 
     def unload(self, names: Iterable[str]) -> list[str]:
-        """Remove the named profiles that are loaded; returns the names removed."""
+        """Remove the named profiles that are loaded; returns the names removed.
+
+        karmor-global goes in a run of its own, after the others: the parser itself runs
+        confined by it (it was started after karmor-global was loaded), and once its own
+        profile is gone the kernel refuses it the removals that follow ("not privileged for
+        target profile"); within one run the parser does not keep the file's order."""
         loaded = self.loaded()
         gone = sorted(n for n in set(names) if n in loaded)
-        if gone:
-            path = self._prepare(removal_text(gone), "remove.apparmor")
+        for batch in ([n for n in gone if n != GLOBAL], [n for n in gone if n == GLOBAL]):
+            if not batch:
+                continue
+            path = self._prepare(removal_text(batch), "remove.apparmor")
             try:
-                self._parser(["-R", "-K", str(path)], f"removing {', '.join(gone)}")
+                self._parser(["-R", "-K", str(path)], f"removing {', '.join(batch)}")
             finally:
                 path.unlink(missing_ok=True)
         return gone

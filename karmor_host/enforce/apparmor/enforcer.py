@@ -209,6 +209,12 @@ class AppArmorEnforcer:
             select.select([self._source], [], [], timeout_ms / 1000)
         return self.handle_lines(self._source.read())
 
+    def drain(self) -> list[EnforcerAlert]:
+        """Whatever records are waiting, without waiting for more."""
+        self.open_audit()
+        assert self._source is not None
+        return self.handle_lines(self._source.read())
+
     def handle_lines(self, lines: list[str]) -> list[EnforcerAlert]:
         out: list[EnforcerAlert] = []
         for line in lines:

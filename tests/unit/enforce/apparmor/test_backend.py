@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -88,10 +89,21 @@ def test_listing_and_removing_only_our_loaded_profiles(tmp_path, securityfs):
     assert b.ours() == {"karmor-global": "enforce", "karmor-src-x y": "complain"}
     removed = b.unload(["karmor-global", "karmor-src-x y", "karmor-src-not-loaded"])
     assert removed == ["karmor-global", "karmor-src-x y"]
-    (call,) = rec.kernel_calls()
-    assert call[1:3] == ["-R", "-K"]
+    assert [c[1:3] for c in rec.kernel_calls()] == [["-R", "-K"], ["-R", "-K"]]
     assert not (b.state_dir / "remove.apparmor").exists()
-    assert b.unload(["karmor-src-not-loaded"]) == [] and len(rec.kernel_calls()) == 1
+    assert b.unload(["karmor-src-not-loaded"]) == [] and len(rec.kernel_calls()) == 2
+
+
+def test_karmor_global_is_removed_in_a_run_of_its_own_after_the_others(tmp_path, securityfs):
+    seen: list[str] = []
+
+    def runner(cmd, started):
+        seen.append(Path(cmd[-1]).read_text())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    _backend(tmp_path, securityfs, runner).unload(["karmor-global", "karmor-src-x y"])
+    assert len(seen) == 2 and "karmor-src-x y" in seen[0] and "karmor-global" not in seen[0]
+    assert "karmor-global" in seen[1] and "karmor-src" not in seen[1]
 
 
 def test_removal_file_names_profiles_the_parser_accepts(tmp_path):

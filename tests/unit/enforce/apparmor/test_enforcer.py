@@ -84,7 +84,7 @@ def test_apply_loads_the_plan_and_removes_what_an_earlier_run_left(world):
     report = enf.apply(fixture_ruleset("from-source"))
     assert "karmor-src-left.over" not in kernel.names() and "/usr/sbin/cupsd" in kernel.names()
     assert {"karmor-global", "karmor-src-usr.sbin.nginx", "karmor-src-usr.bin.python3.11"} <= set(kernel.names())
-    assert [c[1] for c in kernel.calls] == ["-Q", "-r", "-R"]
+    assert [c[1] for c in kernel.calls] == ["-Q", "-r", "-R"]  # karmor-global stays: one removal run
     assert report.enforcer == "apparmor" and len(report.rules) == len(fixture_ruleset("from-source").rules)
     notes = "\n".join(report.notes)
     assert "karmor-src-left.over" in notes
