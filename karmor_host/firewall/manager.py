@@ -92,7 +92,7 @@ class NetworkFirewall:
     def apply_policies(self, policies: Sequence[Any], identity: HostIdentity, posture: Posture) -> bool:
         """Compile and apply; False (and `error` set) when the previous rules stay in force."""
         rs = compile_network(policies, identity, posture)
-        if rs == self.ruleset and self.generation and not self.error:
+        if rs == self.ruleset and self.generation and not self.error and not self._drifted():
             return True
         try:
             self.apply(rs)
@@ -136,6 +136,16 @@ class NetworkFirewall:
                   nft_rules=sum(len(c) for c in new.chains.values()),
                   whitelists=sorted(d.value for d in rs.whitelists), posture=rs.posture.value,
                   sessions_checked=len(sessions), latency_ms=round((time.monotonic() - t0) * 1000, 1))
+
+    def _drifted(self) -> bool:
+        """Someone changed or deleted our table behind our back (then it is re-applied)."""
+        try:
+            drift = self.backend.verify(self.plan) if self.plan else ([] if not self.backend.exists() else ["extra"])
+        except KarmorError as exc:
+            drift = [exc.message]
+        if drift:
+            _log.warning("firewall_table_drifted", differences=drift, action="re-applying")
+        return bool(drift)
 
     def _commit(self, rs: NetRuleSet, new: plan.Plan | None) -> None:
         self._rules = {**self.ruleset.by_id(), **rs.by_id()}

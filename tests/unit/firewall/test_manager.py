@@ -122,3 +122,16 @@ def test_a_logged_packet_becomes_an_alert_and_suppression_a_system_event(fw) -> 
     st = firewall.status()["alerts"]
     assert st["suppressed"] == {"audit-smtp": 9, "DefaultPosture": 3} and st["unparsed"] == 1
     assert st["logged"] == {"audit-smtp": 1}
+
+
+def test_unchanged_rules_are_not_resent_unless_the_table_drifted(fw) -> None:
+    from karmor_host.policy import load_text
+
+    firewall, backend, _ = fw
+    text = HEAD.format(name="web") + "  ingress:\n  - ports:\n    - protocol: TCP\n      port: 80\n  action: Allow\n"
+    policies = load_text(text, "w.yaml").policies
+    assert firewall.apply_policies(policies, IDENTITY, Posture.AUDIT) and len(backend.applied) == 1
+    assert firewall.apply_policies(policies, IDENTITY, Posture.AUDIT) and len(backend.applied) == 1
+    answers = [["table inet karmor is missing"], []]  # e.g. `nft flush ruleset`, then repaired
+    backend.verify = lambda p: answers.pop(0)
+    assert firewall.apply_policies(policies, IDENTITY, Posture.AUDIT) and len(backend.applied) == 2
