@@ -14,6 +14,9 @@ Layout of `table inet karmor` (docs/network-policy.md):
     chain r<id>, posture_*   (alerting verdicts)
         limit rate over R/second burst B packets counter name <c>_over <verdict>
         log group G snaplen S prefix "karmor:<id>:<in|out>:<verdict>" counter name <c>_log <verdict>
+    chain reject  (outgoing Block: goto here)
+        meta l4proto tcp reject with tcp reset     the program gets ECONNREFUSED at once
+        reject with icmpx admin-prohibited
 
 The log rule runs only while under the rate limit, so a flood costs one counter increment per
 packet and never more than R log messages per second per rule; `_over` counts what was not
@@ -72,10 +75,12 @@ def verdict_of(action: Action, direction: Direction) -> str:
     return "drop" if direction is Direction.INGRESS else "reject"
 
 
+REJECT_CHAIN = "reject"
+
+
 def _verdict(name: str) -> Json:
     if name == "reject":
-        # Local programs get an immediate EHOSTUNREACH-style error instead of a timeout.
-        return {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}
+        return {"goto": {"target": REJECT_CHAIN}}
     return {name: None}
 
 
@@ -206,6 +211,17 @@ class _Builder:
                        "prefix": log_prefix(rule_id, direction, verdict)}}
         self.rule(name, [log, logged, _verdict(verdict)], f"{name} logged")
 
+    def reject_chain(self) -> None:
+        """How an outgoing flow is refused, so the local program fails at once: TCP gets a
+        reset (ECONNREFUSED; an ICMP error would only count as a soft error while connect()
+        holds the socket, and the SYN would be retried), anything else ICMP "administratively
+        prohibited"."""
+        self.chain(REJECT_CHAIN)
+        tcp = _match({"meta": {"key": "l4proto"}}, "tcp")
+        self.rule(REJECT_CHAIN, [tcp, {"reject": {"type": "tcp reset"}}], "karmor: refuse TCP with a reset")
+        self.rule(REJECT_CHAIN, [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}],
+                  "karmor: refuse the rest with ICMP administratively prohibited")
+
     def base(self, direction: Direction) -> None:
         chain = CHAIN[direction]
         self.chain(chain, hook=chain)
@@ -246,6 +262,7 @@ def build(rs: NetRuleSet, opts: PlanOptions = PlanOptions()) -> Plan:
     b.batch += [{"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}}]
     for direction in Direction:
         b.base(direction)
+    b.reject_chain()
     for direction in Direction:
         b.policy_rules(direction)
     return Plan(tuple(b.batch), {k: tuple(v) for k, v in b.chains.items()}, tuple(b.counters))

@@ -111,16 +111,18 @@ def test_egress_block_rejects_and_alerts_with_the_process(agent, topo) -> None:
   action: Block
 """)
     t0 = time.time()
-    start = time.monotonic()
-    pid, status = client(topo, topo.a, topo.b6(0), 7601, timeout=3)
-    assert status == 1 and time.monotonic() - start < 2.5  # refused at once, no timeout
+    proc = topo.spawn(topo.a, PYTHON, "-m", "tests.netns.peer", "connect", topo.b6(0), "7601", "--timeout", "3")
+    out, _ = proc.communicate(timeout=15)
+    pid = proc.pid
+    assert proc.returncode == 1 and out.startswith("ConnectionRefusedError")  # a reset: no retries, no wait
     assert topo.connect(topo.a, topo.b4(0), 7602)  # other ports pass: no whitelist
+    time.sleep(1.5)  # a retried SYN would be a second record by now
     (rec,) = records(name, t0)
     assert (rec["Action"], rec["Result"], rec["HostPID"], rec["ProcessName"]) == ("Block", "Rejected", pid, PY_EXE)
     assert f"daddr={topo.b6(0)} dport=7601" in rec["Resource"]
 
 
-def test_ingress_whitelist_blocks_and_names_the_listener(agent, topo) -> None:
+def test_ingress_whitelist_audits_and_names_the_listener(agent, topo) -> None:
     server = topo.serve(topo.a, tcp=(7700, 7701))
     name = unique("in-web")
     put(agent, name, """\
@@ -184,11 +186,15 @@ def test_flood_is_rate_limited_in_the_kernel_and_counted(agent, topo) -> None:
                 f"{topo.a4(0)}:7900", "--seconds", "1.5")
     counts = json.loads(r.stdout)
     attempts = counts["ok_passed"] + counts["blocked_passed"]
-    assert attempts > 200 and counts["ok_failed"] == 0
-    suppressed = wait_for(lambda: agent.firewall()["alerts"]["suppressed"].get(name, 0), 6)
-    logged = len(journal(name, since=t0))
-    assert suppressed > 0 and logged < attempts
-    assert logged + suppressed == attempts  # every new flow is either an alert or counted
+    # 20/s with a burst of 40 logs at most ~70 of these in 1.5 s: the rest must be suppressed
+    assert attempts > 100 and counts["ok_failed"] == 0 and counts["blocked_failed"] == 0
+
+    def tally() -> tuple[int, int]:
+        return len(journal(name, since=t0)), agent.firewall()["alerts"]["suppressed"].get(name, 0)
+
+    # every new flow is either an alert in the journal or counted as suppressed
+    logged, suppressed = wait_for(lambda: tally() if sum(tally()) == attempts else None, 8) or tally()
+    assert suppressed > 0 and logged + suppressed == attempts, (logged, suppressed, attempts)
     notices = wait_for(lambda: [n for n in journal(since=t0, KARMOR_TYPE="SystemEvent")
                                 if name in n.get("Data", "")], 5)
     assert notices and notices[0]["Operation"] == "AlertThreshold"

@@ -57,7 +57,7 @@ def test_allowed_port_passes_blocked_port_fails_and_a_range(topo, tmp_path) -> N
       endPort: 9010
   action: Allow
 """)
-    assert apply(topo, p) == {"ok": True, "verify": [], "nft_rules": 10}
+    assert apply(topo, p) == {"ok": True, "verify": [], "nft_rules": 12}
     host = topo.a4()
     assert topo.connect(topo.b, host, 8080)
     assert not topo.connect(topo.b, host, 8081, timeout=0.5)
@@ -147,7 +147,8 @@ def test_block_rule_and_replies_to_allowed_egress_under_block_posture(topo, tmp_
     # connection to B:7200 come back in through input and pass only as established.
     r = topo.py(topo.a, "tests.netns.peer", "hold", topo.b4(0), "7200", "--seconds", "1")
     assert r.returncode == 0, r.stdout
-    assert not topo.connect(topo.a, topo.b4(0), 7201, timeout=0.5)  # Block: rejected at once
+    refused = topo.py(topo.a, "tests.netns.peer", "connect", topo.b4(0), "7201", "--timeout", "3")
+    assert refused.returncode == 1 and refused.stdout.startswith("ConnectionRefusedError")  # Block: a reset
     assert not topo.connect(topo.a, topo.b4(1), 7200, timeout=0.5)  # not in the allowed CIDR
     assert topo.connect(topo.b, topo.a4(0), 7300)  # and B's replies from A pass out
 
@@ -186,7 +187,7 @@ def test_update_swaps_rules_without_a_gap(topo, tmp_path) -> None:
     counts = json.loads(out)
     assert swapped == {"ok": True, "errors": []}
     assert counts["ok_failed"] == 0 and counts["blocked_passed"] == 0, counts
-    assert counts["ok_passed"] > 100 and counts["blocked_failed"] > 100, counts
+    assert counts["ok_passed"] > 20 and counts["blocked_failed"] > 20, counts
 
 
 def test_remove_takes_our_table_and_nothing_else(topo, tmp_path) -> None:
