@@ -17,9 +17,7 @@ from karmor_host.kernel import abi
 from karmor_host.kernel.events import Event, EventKind
 from karmor_host.kernel.proctable import ProcTable
 
-_HDR = struct.Struct(abi.struct_format(abi.Hdr))
-HDR_SIZE = _HDR.size
-# header and body in one unpack per kind: (struct, offset of the strings)
+# header and body in one unpack per kind; the strings follow
 _RECORD = {
     int(kind): struct.Struct(abi.struct_format(abi.Hdr) + abi.struct_format(cls)[1:])
     for kind, cls in abi.BODIES.items()
@@ -87,15 +85,11 @@ class Decoder:
     def handle(self, buf: memoryview, off: int, size: int) -> None:
         """The ring reader's per-record callback. A record that does not parse is counted."""
         try:
-            self.out.append(self._decode(buf, off, size))
+            self.out.append(self.decode(buf, off, size))
         except (struct.error, ValueError, KeyError, IndexError, OSError):
             self.undecodable += 1
             return
         self.decoded += 1
-
-    def decode(self, buf: memoryview, off: int, size: int) -> Event:
-        """One record -> Event (raises on a record that does not parse)."""
-        return self._decode(buf, off, size)
 
     def walked(self, raw: bytes) -> str:
         """Components written leaf first, NUL-terminated -> an absolute path."""
@@ -117,15 +111,16 @@ class Decoder:
         self._comms[raw] = comm
         return comm
 
-    def _decode(self, buf: memoryview, off: int, size: int) -> Event:
-        # The hot path: one unpack, cache lookups inlined, the common case first.
-        layout = _RECORD[buf[off + _KIND_OFFSET]]
+    def decode(self, buf: memoryview, off: int, size: int) -> Event:
+        """One record -> Event; raises on a record that does not parse. The hot path: one
+        unpack, cache lookups inlined, the common kinds first."""
+        layout = _RECORD[buf[off + _KIND_OFFSET]]  # the kind's low byte picks the layout
         fields = layout.unpack_from(buf, off)
         (ts, retval, kind_no, flags, pid, tgid, ppid, uid, gid, comm_raw,
          l0, l1, l2, l3, l4, l5, walked, sys_no) = fields[:18]
         body = fields[18:]
         pos = off + layout.size
-        if pos + l0 + l1 + l2 + l3 + l4 + l5 > off + size or kind_no > 255:
+        if pos + l0 + l1 + l2 + l3 + l4 + l5 > off + size or kind_no > 0xFF:  # high byte set: not ours
             raise ValueError("record is not what its header says")
         s0 = bytes(buf[pos : pos + l0]) if l0 else b""
         pos += l0

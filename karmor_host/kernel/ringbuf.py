@@ -109,7 +109,7 @@ class MmapRing:
                     handle(buf, pos + HDR_SIZE, size)
                 cons += (size + HDR_SIZE + 7) & ~7
                 done += 1
-                if done & 255 == 0:
+                if (done & 255) == 0:
                     cons_var.value = cons  # give the producer room during a long drain
             cons_var.value = cons
         return done
