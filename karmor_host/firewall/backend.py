@@ -98,3 +98,9 @@ class NftBackend:
             if counter is not None:
                 out[counter["name"]] = int(counter.get("packets", 0))
         return out
+
+
+def cleanup() -> list[str]:
+    """Remove our table from this network namespace, agent or not (for `run --cleanup`);
+    returns what was removed."""
+    return [f"nftables table {FAMILY} {TABLE}"] if NftBackend().remove() else []

@@ -20,7 +20,7 @@ from pathlib import Path
 from karmor_host import log
 from karmor_host.errors import KarmorError
 from karmor_host.firewall import guard, plan, sockets
-from karmor_host.firewall.backend import NftBackend
+from karmor_host.firewall.backend import NftBackend, cleanup
 from karmor_host.policy import HostIdentity, load_paths
 from karmor_host.policy.netpolicy import NetRuleSet, compile_network
 from karmor_host.policy.ruleset import Posture
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         attr.close()
         return 0
     elif args.cmd == "remove":
-        out = {"existed": backend.remove()}
+        out = {"existed": bool(cleanup())}
     elif args.cmd == "live":
         out = backend.live()
     elif args.cmd == "foreign-add":
