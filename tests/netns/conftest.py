@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.netns.topology import Topology, new_topology
+from tests.netns.topology import new_topology
 
 
 @pytest.fixture
