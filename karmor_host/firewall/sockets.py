@@ -62,23 +62,33 @@ def sockets(protocol: int, states: int) -> Iterator[SockInfo]:
                                plain(msg["idiag_dst"]), msg["idiag_dport"], msg["idiag_uid"], msg["idiag_inode"])
 
 
-def owner_of_inode(inode: int, proc: Path = Path("/proc")) -> Owner | None:
-    """The first process holding socket `inode` open (the scan stops there)."""
-    target = f"socket:[{inode}]"
+def owners_of_inodes(inodes: set[int], proc: Path = Path("/proc")) -> dict[int, Owner]:
+    """Socket inode -> the first process holding it open, in one pass over /proc/*/fd."""
+    targets = {f"socket:[{i}]": i for i in inodes}
+    found: dict[int, Owner] = {}
     for entry in os.scandir(proc):
         if not entry.name.isdigit():
             continue
-        fd_dir = Path(entry.path) / "fd"
         try:
-            for fd in os.scandir(fd_dir):
-                try:
-                    if os.readlink(fd.path) == target:
-                        return process(int(entry.name), proc)
-                except OSError:
-                    continue
+            fds = list(os.scandir(Path(entry.path) / "fd"))
         except OSError:
             continue  # gone, or a kernel thread
-    return None
+        for fd in fds:
+            try:
+                inode = targets.get(os.readlink(fd.path))
+            except OSError:
+                continue
+            if inode is not None and inode not in found:
+                owner = process(int(entry.name), proc)
+                if owner is not None:
+                    found[inode] = owner
+        if len(found) == len(targets):
+            break
+    return found
+
+
+def owner_of_inode(inode: int, proc: Path = Path("/proc")) -> Owner | None:
+    return owners_of_inodes({inode}, proc).get(inode)
 
 
 def process(pid: int, proc: Path = Path("/proc")) -> Owner | None:
@@ -115,11 +125,11 @@ def listener(protocol: int, port: int, local: str) -> SockInfo | None:
 
 def ssh_ports() -> set[int]:
     """22, plus every TCP port a process whose executable is named sshd listens on."""
+    listening = [s for s in sockets(socket.IPPROTO_TCP, 1 << TCP_LISTEN) if s.local_port != SSH_PORT]
+    owners = owners_of_inodes({s.inode for s in listening}) if listening else {}
     ports = {SSH_PORT}
-    for s in sockets(socket.IPPROTO_TCP, 1 << TCP_LISTEN):
-        if s.local_port in ports:
-            continue
-        owner = owner_of_inode(s.inode)
+    for s in listening:
+        owner = owners.get(s.inode)
         if owner is not None and os.path.basename(owner.exe) == "sshd":
             ports.add(s.local_port)
     return ports
