@@ -56,6 +56,7 @@ enum karmor_lsm_action {
 	KARMOR_LSM_ALLOW = 1,
 	KARMOR_LSM_AUDIT = 2,
 	KARMOR_LSM_BLOCK = 3,
+	KARMOR_LSM_PROTECT = 4, /* the agent's own file: a read or exec of it is never denied */
 };
 
 /* Protocol names a socket satisfies (docs/alerts.md, "Protocols"): key.code of network rules. */
@@ -99,6 +100,7 @@ enum karmor_lsm_str {
 #define KARMOR_LSM_F_CONFINE_ALL (1 << 4) /* the op's category is a whitelist for everyone */
 #define KARMOR_LSM_F_CONFINE_SCOPED (1 << 5) /* ... for the processes of some scopes */
 #define KARMOR_LSM_F_POSTURE_BLOCK (1 << 6) /* whitelist miss: deny (else audit) */
+#define KARMOR_LSM_F_NAMES (1 << 7) /* name-only rules (execname): lsm_files with dev = ino = 0 */
 
 /* karmor_lsm_cfg.flags */
 #define KARMOR_LSM_C_SOURCES (1 << 0) /* lsm_srcs has entries */
@@ -115,6 +117,7 @@ enum karmor_lsm_str {
 #define KARMOR_LSM_E_TRUNC (1 << 2) /* a string was cut */
 #define KARMOR_LSM_E_MORE (1 << 3) /* more rules matched than rule_id holds */
 #define KARMOR_LSM_E_NOAUDIT (1 << 4) /* capable(): a check the kernel marks noaudit */
+#define KARMOR_LSM_E_PROTECTED (1 << 5) /* denial not carried out: the agent's own file */
 
 /* lsm_state[0]. The first 16 bytes (the exempt agent) keep this layout in every ABI version,
  * so that a newer agent can exempt itself under programs an older one left pinned. */

@@ -37,7 +37,8 @@ static __always_inline struct klsm_scratch *ev__begin(struct klsm_ctx *c, struct
 	e->posture = c->posture;
 	e->generation = generation;
 	e->flags = (c->write ? KARMOR_LSM_E_WRITE : 0) | (c->owner ? KARMOR_LSM_E_OWNER : 0) |
-		   (c->nhits > KARMOR_LSM_HITS ? KARMOR_LSM_E_MORE : 0);
+		   (c->nhits > KARMOR_LSM_HITS ? KARMOR_LSM_E_MORE : 0) |
+		   (c->protect ? KARMOR_LSM_E_PROTECTED : 0);
 	e->pid = (__u32)id;
 	e->tgid = id >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);

@@ -36,7 +36,8 @@ struct klsm_ctx {
 	__u8 allowed; /* an Allow rule covers the access */
 	__u8 blocked; /* a Block rule matched */
 	__u8 posture; /* enum karmor_lsm_action of a default-posture decision */
-	__u8 _pad[3];
+	__u8 protect; /* the target is one of the agent's own files (read or exec) */
+	__u8 _pad[2];
 	__u32 nhits;
 	__u32 id[KARMOR_LSM_HITS];
 	__u8 action[KARMOR_LSM_HITS];
@@ -213,7 +214,8 @@ static __always_inline void match__scopes(struct klsm_walk *w, const struct karm
 		w->c.nscopes = KARMOR_LSM_SCOPES;
 }
 
-/* Step 3 for files and programs: the exact key, then the directories above. */
+/* Step 3 for files and programs: the exact key, the name alone (execname), then the
+ * directories above. */
 static __always_inline void match__path(struct klsm_walk *w, __u32 opflags, struct dentry *d,
 					struct vfsmount *vm)
 {
@@ -226,6 +228,23 @@ static __always_inline void match__path(struct klsm_walk *w, __u32 opflags, stru
 	if (opflags & KARMOR_LSM_F_FILES) {
 		match__file_key(&k, w, d);
 		k.op = w->c.op;
+		for (j = 0; j < KARMOR_LSM_SCOPES; j++) {
+			struct karmor_lsm_refs *v;
+
+			if (j >= w->c.nscopes)
+				break;
+			k.scope = w->c.scope[j];
+			v = bpf_map_lookup_elem(&lsm_files, &k);
+			if (v)
+				klsm_refs(&w->c, v, 1);
+		}
+	}
+	if (opflags & KARMOR_LSM_F_NAMES) {
+		if (!(opflags & KARMOR_LSM_F_FILES))
+			match__file_key(&k, w, d);
+		k.op = w->c.op;
+		k.dev = 0;
+		k.ino = 0;
 		for (j = 0; j < KARMOR_LSM_SCOPES; j++) {
 			struct karmor_lsm_refs *v;
 
@@ -252,7 +271,8 @@ static __always_inline bool match__decide(struct klsm_ctx *c, __u32 opflags, __u
 
 	if (!c->blocked && confined && !c->allowed)
 		c->posture = (opflags & KARMOR_LSM_F_POSTURE_BLOCK) ? KARMOR_LSM_BLOCK : KARMOR_LSM_AUDIT;
-	return c->blocked || c->posture == KARMOR_LSM_BLOCK;
+	/* the agent must always be able to start and read its policies: audit instead */
+	return (c->blocked || c->posture == KARMOR_LSM_BLOCK) && !c->protect;
 }
 
 static __always_inline __u32 lsm__category(__u32 op)

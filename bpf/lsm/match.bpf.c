@@ -25,6 +25,11 @@ __noinline int klsm_refs(struct klsm_ctx *c, const struct karmor_lsm_refs *v, in
 		action = r->action;
 		if (!direct && !(flags & KARMOR_LSM_RECURSIVE))
 			continue;
+		if (action == KARMOR_LSM_PROTECT) {
+			if (!c->write)
+				c->protect = 1;
+			continue;
+		}
 		/* the access stays inside what readOnly / ownerOnly permit */
 		holds = !((flags & KARMOR_LSM_READ_ONLY) && c->write) &&
 			!((flags & KARMOR_LSM_OWNER_ONLY) && !c->owner);

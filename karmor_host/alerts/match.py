@@ -39,6 +39,9 @@ AUDIT_ALLOW = "Audit (Allow)"  # a whitelist (Allow rules + block posture) it ca
 # Whether the active enforcer stops what this rule denies (rule None: a category's
 # default posture). A plain bool answers for every rule.
 CanBlock = Union[bool, Callable[[Union[Rule, None], Category], bool]]
+# Whether the enforcer raises the alert for this rule itself (None: a category's default
+# posture), from its own kernel events; the matcher then leaves that decision to it.
+Handled = Callable[[Union[Rule, None], Category], bool]
 
 _PROTOCOL_ALL = "all"
 _BY_TYPE = {
@@ -218,9 +221,12 @@ _ACTION_RANK = {BLOCK: 0, AUDIT_BLOCK: 0, AUDIT: 1}
 class Matcher:
     """Compiled once per RuleSet; `match` is safe to call from one thread at a time."""
 
-    def __init__(self, ruleset: RuleSet, enforcer_can_block: CanBlock = False) -> None:
+    def __init__(
+        self, ruleset: RuleSet, enforcer_can_block: CanBlock = False, handled_by_enforcer: Handled | None = None
+    ) -> None:
         self.ruleset = ruleset
         self._can_block = enforcer_can_block
+        self._handled = handled_by_enforcer
         self._scopes: dict[Operation, _SourceMap[_Targets]] = {}
         self._syscall_paths: dict[str, _SourceMap[_Targets]] = {}  # syscalls.matchPaths by syscall
         self._confined: dict[Category, _SourceMap[bool]] = {}  # who an Allow whitelist confines
@@ -242,6 +248,10 @@ class Matcher:
     @property
     def can_block(self) -> CanBlock:
         return self._can_block
+
+    @property
+    def handled_by_enforcer(self) -> Handled | None:
+        return self._handled
 
     def index_sizes(self) -> dict[str, int]:
         """Scope tables per operation (fromSource scopes, plus the everyone scope)."""
@@ -302,6 +312,11 @@ class Matcher:
         denied = any(d.action in (BLOCK, AUDIT_BLOCK) for d in out)
         if category is not None and not allowed and not denied and self._confines(category, source):
             out.append(self._posture_decision(category, op))
+        handled = self._handled
+        if handled is not None and category is not None:
+            # what the enforcer reports itself is not reported twice (denied was decided above
+            # with every rule, so a Block the enforcer handles still keeps the posture quiet)
+            out = [d for d in out if not handled(d.rule, category)]
         return out
 
     def _blocks(self, rule: Rule | None, category: Category | None) -> bool:

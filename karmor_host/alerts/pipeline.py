@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
 from karmor_host.alerts import record
-from karmor_host.alerts.match import CanBlock, Matcher
+from karmor_host.alerts.match import CanBlock, Handled, Matcher
 from karmor_host.alerts.record import MONITOR_ENFORCER, HostInfo
 from karmor_host.alerts.sinks.base import Record, Sink
 from karmor_host.alerts.sinks.journald import JournaldSink
 from karmor_host.alerts.sinks.remote import RemoteSink
 from karmor_host.alerts.sinks.remote import build as build_remote_sink
 from karmor_host.alerts.throttle import Notice, Throttle
+from karmor_host.enforce.base import EnforcerAlert
 from karmor_host.kernel.events import Event
 from karmor_host.policy.ruleset import RuleSet
 
@@ -90,6 +91,7 @@ class AlertPipeline:
         self.system_events = 0
         self.queue_drops = 0
         self.errors = 0  # events that raised while being matched or recorded
+        self.enforcer_alerts = 0  # alerts handed over by the enforcer (handle_enforcer)
         self.sink_errors: Counter[str] = Counter()  # exceptions that escaped a sink
 
     @classmethod
@@ -100,6 +102,7 @@ class AlertPipeline:
         *,
         enforcer_can_block: CanBlock = False,
         enforcer: str = MONITOR_ENFORCER,
+        handled_by_enforcer: Handled | None = None,
         sinks: Iterable[Sink] | None = None,
         queue_size: int = DEFAULT_QUEUE,
         state_dir: Path | None = None,
@@ -107,13 +110,15 @@ class AlertPipeline:
         """The daemon's pipeline, started: an empty rule set until `swap_ruleset`, the
         journald sink unless disabled, the `sinks.remote` sinks (spools under
         `state_dir`/spool, default Paths.state_dir), telemetry = `visibility`, throttling
-        from config. `enforcer` is the Enforcer name of alerts the enforcer stopped."""
+        from config. `enforcer` is the Enforcer name of alerts the enforcer stopped.
+        `handled_by_enforcer(rule | None, category)`: the decisions the enforcer reports itself
+        (handle_enforcer), which the matcher then leaves out."""
         t = config.throttle
         if sinks is None:
             sinks = [JournaldSink(telemetry=config.journald.telemetry)] if config.journald.enabled else []
             sinks += _remote_sinks(config, host, state_dir)
         pipeline = cls(
-            Matcher(RuleSet(), enforcer_can_block),
+            Matcher(RuleSet(), enforcer_can_block, handled_by_enforcer),
             Throttle(max_per_second=t.max_per_second, quiet_seconds=t.quiet_seconds, enabled=t.enabled),
             sinks,
             host,
@@ -141,7 +146,7 @@ class AlertPipeline:
 
     def swap_ruleset(self, ruleset: RuleSet) -> None:
         """Compile a matcher for `ruleset` (in the caller's thread) and swap it in."""
-        self.swap_matcher(Matcher(ruleset, self._matcher.can_block))
+        self.swap_matcher(Matcher(ruleset, self._matcher.can_block, self._matcher.handled_by_enforcer))
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded configuration: throttle limits (counts are kept), telemetry
@@ -173,6 +178,13 @@ class AlertPipeline:
     def submit(self, item: ReadyAlert) -> None:
         """Queue a ready alert (dropped and counted when the queue is full, like events)."""
         self.handle(item)  # type: ignore[arg-type]
+
+    def handle_enforcer(self, alerts: Iterable[EnforcerAlert]) -> None:
+        """Decisions the enforcer took itself (Enforcer.poll): each becomes a
+        MatchedHostPolicy record with the enforcer's name in Enforcer, throttled and counted
+        like matched events; the queue never blocks the caller (full: dropped and counted)."""
+        for item in alerts:
+            self.handle(item)  # type: ignore[arg-type]
 
     def tick(self) -> None:
         """Report the end of a throttling period even when no alert comes to trigger it.
@@ -224,6 +236,9 @@ class AlertPipeline:
         if isinstance(event, ReadyAlert):
             self._send_ready(event)
             return
+        if isinstance(event, EnforcerAlert):
+            self._send_enforcer(event)
+            return
         with self._lock:
             self.events += 1
         try:
@@ -254,6 +269,29 @@ class AlertPipeline:
             with self._lock:
                 self.per_policy[d.policy_name] += 1
             self._emit(rec)
+
+    def _send_enforcer(self, item: EnforcerAlert) -> None:
+        d = item.decision
+        with self._lock:
+            self.enforcer_alerts += 1
+        try:
+            with self._throttle_lock:
+                admitted, notices = self.throttle.offer(d.policy_name)
+            self._announce(notices)
+            if not admitted:
+                return
+            rec = record.alert(item.event, d.rule, self.host, d.action, self.enforcer, d.policy_name,
+                               operation=d.operation.value)
+            if item.data:
+                rec["Data"] = item.data
+        except Exception:  # noqa: BLE001 - a bad alert must not stop the alert path
+            with self._lock:
+                self.errors += 1
+            self._log.exception("enforcer_alert_failed", policy=d.policy_name)
+            return
+        with self._lock:
+            self.per_policy[d.policy_name] += 1
+        self._emit(rec)
 
     def _send_ready(self, item: ReadyAlert) -> None:
         if not item.throttled:
@@ -323,6 +361,7 @@ class AlertPipeline:
                 "queue_drops": self.queue_drops,
                 "queue_depth": self._queue.qsize() if self._queue is not None else 0,
                 "errors": self.errors,
+                "enforcer_alerts": self.enforcer_alerts,
             }
             sink_errors = dict(self.sink_errors)
         with self._throttle_lock:

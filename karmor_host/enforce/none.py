@@ -6,15 +6,27 @@ Block and Allow rules become alerts from the eBPF monitor marked `Audit (Block)`
 
 from __future__ import annotations
 
-from karmor_host.enforce.base import ApplyReport, RuleStatus
-from karmor_host.policy.ruleset import Action, RuleSet
+import time
+from typing import Any
+
+from karmor_host.enforce.base import ApplyReport, EnforcerAlert, RuleStatus
+from karmor_host.policy.ruleset import Action, Category, Rule, RuleSet
 
 MONITOR = "eBPF Monitor"
 
 
 class NoneEnforcer:
     name = "none"
-    can_block = False
+    enforcer_name = MONITOR
+
+    def __init__(self, **_: object) -> None:
+        pass  # nothing to find or adopt: this enforcer installs nothing
+
+    def can_block(self, rule: Rule | None, category: Category | None) -> bool:
+        return False
+
+    def reports(self, rule: Rule | None, category: Category | None) -> bool:
+        return False  # the monitor's matcher raises every alert
 
     def apply(self, ruleset: RuleSet) -> ApplyReport:
         lines = []
@@ -25,6 +37,19 @@ class NoneEnforcer:
                 lines.append(RuleStatus(rule.id, rule.policy, "audit-only", MONITOR,
                                         f"no enforcer: {rule.action.value} reported as Audit ({rule.action.value})"))
         return ApplyReport(self.name, tuple(lines))
+
+    def refresh(self) -> ApplyReport | None:
+        return None
+
+    def poll(self, timeout_ms: int) -> list[EnforcerAlert]:
+        time.sleep(timeout_ms / 1000)
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        return None
 
     def remove(self) -> None:
         return None
