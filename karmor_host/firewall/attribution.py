@@ -35,6 +35,9 @@ COUNTERS = ("recorded", "update_failed", "exe_truncated", "exact")
 PROGRAMS = ("karmor_na_connect4", "karmor_na_connect6", "karmor_na_sendmsg4", "karmor_na_sendmsg6",
             "karmor_na_sockops")
 LISTENER_CACHE = 256
+# A destination-only match names "the last process that connected there": only believable
+# while that connect is recent (an exact 4-tuple match is believed at any age).
+DESTINATION_MAX_AGE_S = 120.0
 
 
 class NetattrKey(ctypes.Structure):
@@ -100,6 +103,12 @@ def key_bytes(netns: int, h: Headers, sport: int) -> bytes:
     return bytes(key)
 
 
+def entry_age_s(raw: bytes) -> float:
+    """Seconds since the hook recorded this entry (both clocks are CLOCK_BOOTTIME)."""
+    ts = NetattrOwner.from_buffer_copy(raw[: ctypes.sizeof(NetattrOwner)]).ts_ns
+    return (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - ts) / 1e9
+
+
 def owner_ref(raw: bytes, how: str) -> ProcessRef:
     v = NetattrOwner.from_buffer_copy(raw[: ctypes.sizeof(NetattrOwner)])
     start = NetattrOwner.exe.offset  # the field itself reads as a C string: stops at the first NUL
@@ -131,14 +140,20 @@ class EgressAttribution:
         _log.info("attribution_attached", cgroup=str(cgroup_root), programs=len(PROGRAMS), netns=self.netns)
 
     def lookup(self, h: Headers) -> ProcessRef:
+        why = f"{h.proto_name} has no ports" if h.version else "not an IP packet"
         if h.version and h.dport:
+            why = "no connect or sendmsg to this destination was seen"
             for sport, how in ((h.sport, "connect"), (0, "destination")):
                 raw = self._flows.lookup(key_bytes(self.netns, h, sport))
-                if raw is not None:
-                    self.lookups[how] += 1
-                    return owner_ref(raw, how)
+                if raw is None:
+                    continue
+                age = entry_age_s(raw)
+                if how == "destination" and age > DESTINATION_MAX_AGE_S:
+                    why = f"the last connect to this destination was {age:.0f} s ago"
+                    break  # too old to stand for this flow's sender
+                self.lookups[how] += 1
+                return owner_ref(raw, how)
         self.lookups["none"] += 1
-        why = "no connect or sendmsg to this destination was seen" if h.dport else f"{h.proto_name} has no ports"
         return ProcessRef(note=why)
 
     def counters(self) -> dict[str, int]:

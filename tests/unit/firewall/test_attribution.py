@@ -56,3 +56,12 @@ def test_owner_record_decoding() -> None:
     ref = A.owner_ref(bytes(v), "connect")
     assert (ref.pid, ref.uid, ref.exe, ref.how, ref.found) == (10, 1000, "/usr/bin/curl", "connect", True)
     assert not A.ProcessRef(note="x").found
+
+
+def test_entry_age_uses_the_boot_clock() -> None:
+    import time
+
+    now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    fresh = bytes(A.NetattrOwner(ts_ns=now - 2_000_000_000))
+    stale = bytes(A.NetattrOwner(ts_ns=now - 600_000_000_000))
+    assert 1.5 < A.entry_age_s(fresh) < 10 and A.entry_age_s(stale) > A.DESTINATION_MAX_AGE_S
