@@ -19,11 +19,19 @@ def _bpflsm(paths: Paths | None, config: Config | None) -> Enforcer:
     return BpfLsmEnforcer(paths, config)
 
 
+def _selinux(paths: Paths | None, config: Config | None) -> Enforcer:
+    from karmor_host.enforce.selinux.enforcer import SELinuxEnforcer  # setools only when chosen
+
+    return SELinuxEnforcer(paths, config)
+
+
 def _none(paths: Paths | None, config: Config | None) -> Enforcer:
     return NoneEnforcer()
 
 
-_ENFORCERS: dict[str, Callable[[Paths | None, Config | None], Enforcer]] = {"none": _none, "bpflsm": _bpflsm}
+_ENFORCERS: dict[str, Callable[[Paths | None, Config | None], Enforcer]] = {
+    "none": _none, "bpflsm": _bpflsm, "selinux": _selinux,
+}
 
 IMPLEMENTED: frozenset[str] = frozenset(_ENFORCERS)
 
@@ -36,5 +44,6 @@ def create(name: str, paths: Paths | None = None, config: Config | None = None) 
 def cleanup(paths: Paths | None = None) -> list[str]:
     """Remove the kernel state every enforcer of this build may have left (`run --cleanup`)."""
     from karmor_host.enforce.bpflsm.enforcer import cleanup as bpflsm_cleanup
+    from karmor_host.enforce.selinux.enforcer import cleanup as selinux_cleanup
 
-    return bpflsm_cleanup(paths)
+    return bpflsm_cleanup(paths) + selinux_cleanup(paths)

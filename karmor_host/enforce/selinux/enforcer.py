@@ -17,38 +17,50 @@ from __future__ import annotations
 import hashlib
 import os
 import select
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
-from karmor_host.alerts.match import Decision
-from karmor_host.enforce.base import ApplyReport, RuleStatus
+from karmor_host.enforce.base import ApplyReport, EnforcerAlert, RuleStatus
 from karmor_host.enforce.selinux import avc, inventory, policyfacts
 from karmor_host.enforce.selinux.backend import Backend
-from karmor_host.enforce.selinux.render import MONITOR, SELINUX, Plan, plan as render_plan, wanted
+from karmor_host.enforce.selinux.render import MODULE, MONITOR, SELINUX, Plan, wanted
+from karmor_host.enforce.selinux.render import plan as render_plan
 from karmor_host.errors import EnforcerError
-from karmor_host.kernel.events import Event
-from karmor_host.paths import default_paths
+from karmor_host.paths import Paths, default_paths
 from karmor_host.policy.ruleset import Action, Category, Rule, RuleSet
+
+if TYPE_CHECKING:
+    from karmor_host.config import Config
 
 ENFORCER = SELINUX  # the alerts' Enforcer field
 DUPLICATE_WINDOW_NS = 1_000_000_000
 SELINUXFS = Path("/sys/fs/selinux")
 
+STATE_DIR_NAME = "selinux"  # under Paths.state_dir
+
 _log = log.get("karmor.selinux")
 
 
-@dataclass(frozen=True)
-class EnforcerAlert:
-    """One alert SELinux's own AVC record justifies: the event the kernel refused, the decision
-    (rule, action, policy) and Data from the record."""
+def _dir(path: str | Path) -> str:
+    p = os.path.realpath(path)
+    return p if p.endswith("/") else p + "/"
 
-    event: Event
-    decision: Decision
-    data: str
 
+def agent_protection(config: Config | None) -> tuple[str, ...]:
+    """Files and directories (ending in /) the agent needs to start and read its policies: no
+    rule may relabel them (nor make the agent's interpreter a fromSource program)."""
+    import karmor_host
+
+    out = {_dir(Path(karmor_host.__file__).parent), _dir(Path(os.__file__).parent), _dir(sys.prefix),
+           os.path.realpath(sys.executable)}
+    if config is not None:
+        out.add(_dir(config.policy_dir))
+        if config.source and Path(config.source).is_file():
+            out.add(os.path.realpath(config.source))
+    return tuple(sorted(out))
 
 def read_proc(pid: int, root: Path = Path("/proc")) -> avc.Proc:
     base = root / str(pid)
@@ -87,10 +99,12 @@ class SELinuxEnforcer:
     name = "selinux"
     enforcer_name = ENFORCER
 
-    def __init__(self, state_dir: Path | None = None, backend: Backend | None = None,
+    def __init__(self, paths: Paths | None = None, config: Config | None = None, *,
+                 backend: Backend | None = None, protected: tuple[str, ...] | None = None,
                  proc_root: Path = Path("/proc"), selinuxfs: Path = SELINUXFS,
                  labels: inventory.Labels | None = None, mounts: list[inventory.Mount] | None = None) -> None:
-        self.backend = backend or Backend(state_dir or default_paths().state_dir / "selinux")
+        self.backend = backend or Backend((paths or default_paths()).state_dir / STATE_DIR_NAME)
+        self.protected = protected if protected is not None else agent_protection(config)
         self.labels = labels  # how files' contexts are read (default: python3-selinux)
         self.mounts = mounts  # the mount table (default: /proc/self/mountinfo)
         self.proc_root = proc_root
@@ -116,8 +130,18 @@ class SELinuxEnforcer:
         return rule.action is Action.BLOCK and status is not None and status.by == SELINUX \
             and status.mode == "enforced"
 
+    def reports(self, rule: Rule | None, category: Category | None) -> bool:
+        """Whether SELinux's AVC records raise the alert for `rule` (None: the category's posture);
+        true also in permissive mode, where the records say Audit (Block)."""
+        if self.plan is None:
+            return False
+        if rule is None:
+            return category in self.plan.whitelists
+        status = self._by_rule.get(rule.id)
+        return status is not None and status.by == SELINUX and status.mode == "enforced"
+
     def reported(self) -> frozenset[int]:
-        """Rule ids whose alerts come from SELinux's AVC records (the monitor must not repeat them)."""
+        """Rule ids whose alerts come from SELinux's AVC records."""
         return frozenset(i for i, s in self._by_rule.items() if s.by == SELINUX and s.mode == "enforced")
 
     # --- apply / remove ----------------------------------------------------------------------
@@ -132,7 +156,7 @@ class SELinuxEnforcer:
                                      key=policyfacts.store_key(self.backend.store()))
         except policyfacts.PolicyUnavailable as exc:
             raise EnforcerError(f"SELinux policy unavailable: {exc}") from exc
-        return render_plan(ruleset, facts, inv)
+        return render_plan(ruleset, facts, inv, self.protected)
 
     def apply(self, ruleset: RuleSet) -> ApplyReport:
         t0 = time.monotonic()
@@ -183,7 +207,20 @@ class SELinuxEnforcer:
         _log.info("selinux_applied", enforced=len(self.reported()), rules=len(ruleset.rules),
                   labels=len(plan.labels), restored=len(restored.restored),
                   seconds=round(time.monotonic() - t0, 2))
-        return ApplyReport(self.name, tuple(statuses), tuple(notes))
+        return ApplyReport(self.name, tuple(statuses), tuple(notes), time.monotonic() - t0)
+
+    def refresh(self) -> ApplyReport | None:
+        """Apply the current rule set again when what it names moved: a target that now exists,
+        a file replaced (a new inode carries its directory's type, not karmor's), a label
+        changed by someone else."""
+        if self.ruleset is None or self.plan is None:
+            return None
+        fresh = self.prepare(self.ruleset)
+        moved = [lab.path for lab in fresh.labels if self.backend.current(lab.path) != lab.context]
+        if fresh.cil == self.plan.cil and not moved:
+            return None
+        _log.info("selinux_refresh", module_changed=fresh.cil != self.plan.cil, relabel=moved[:10])
+        return self.apply(self.ruleset)
 
     def remove(self) -> None:
         """Restore every label karmor set, then remove the module."""
@@ -279,3 +316,15 @@ class SELinuxEnforcer:
         self.counts["alerts"] += 1
         return EnforcerAlert(event, dec, avc.data_text(rec, att))
 
+
+
+def cleanup(paths: Paths | None = None) -> list[str]:
+    """`karmor-host run --cleanup`: restore every label karmor set and remove its module (no
+    agent needed). Nothing is run where no earlier apply left state."""
+    paths = paths or default_paths()
+    backend = Backend(paths.state_dir / STATE_DIR_NAME)
+    if not backend.state_file.exists() and not backend.module_file.exists():
+        return []
+    state = backend.read_state()
+    SELinuxEnforcer(paths, backend=backend, protected=()).remove()
+    return [f"selinux: {len(state.labels)} label(s) restored, module {MODULE} removed"]

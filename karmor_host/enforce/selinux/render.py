@@ -287,7 +287,16 @@ def _inherited(facts: PolicyFacts) -> list[str]:
                    and r.source == ref.name and not r.filename})
 
 
-def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory) -> Plan:
+def _protected(path: str, protected: tuple[str, ...]) -> str:
+    for p in protected:
+        if path == p or (p.endswith("/") and path.startswith(p)):
+            return p
+    return ""
+
+
+def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[str, ...] = ()) -> Plan:
+    """`protected`: files (and directories, ending in /) the agent itself needs; a rule that would
+    label one of them is left to the monitor, so that no policy can stop the agent."""
     # 1. which rules could SELinux enforce, and why not
     reasons: dict[int, str] = {}
     covers: dict[int, list[Inode]] = {}
@@ -295,6 +304,11 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory) -> Plan:
         why = why_not(r)
         if not why and r.action is not Action.AUDIT:
             why = _dynamic_problem(r, facts, inv, covers)
+        if not why and r.action is not Action.AUDIT and protected:
+            hit = next(((n.path, p) for n in [*covers.get(r.id, ()), *(inv.get(s.path) for s in r.sources)]
+                        if (p := _protected(n.path, protected))), None)
+            if hit:
+                why = f"karmor-host itself needs {hit[0]} (under {hit[1]}): relabelling it could stop the agent"
         reasons[r.id] = why
 
     # 2. whitelists: all Allow rules of a category expressible, each scoped to fromSource programs
