@@ -275,10 +275,21 @@ def _apparmor_text(rs: RuleSet) -> str:
     return render(rs).text()
 
 
+def _selinux_text(rs: RuleSet) -> str:
+    from karmor_host.enforce.selinux.translate import text  # setools only when asked for
+    from karmor_host.errors import EnforcerError
+
+    try:
+        return text(rs)
+    except EnforcerError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
 # Enforcer name -> the text that enforcer would load for a rule set. Closed, like the
 # enforcer registry: another enforcer adds one entry (its own pure render/plan function).
 TRANSLATORS: dict[str, Callable[[RuleSet], str]] = {
     "apparmor": _apparmor_text,
+    "selinux": _selinux_text,
 }
 
 

@@ -301,7 +301,7 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[
     reasons: dict[int, str] = {}
     covers: dict[int, list[Inode]] = {}
     for r in ruleset.rules:
-        why = why_not(r)
+        why = why_not(r) if r.action is not Action.AUDIT or r.operation is Operation.SYSCALL else ""
         if not why and r.action is not Action.AUDIT:
             why = _dynamic_problem(r, facts, inv, covers)
         if not why and r.action is not Action.AUDIT and protected:
