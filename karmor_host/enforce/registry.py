@@ -19,6 +19,12 @@ def _bpflsm(paths: Paths | None, config: Config | None) -> Enforcer:
     return BpfLsmEnforcer(paths, config)
 
 
+def _apparmor(paths: Paths | None, config: Config | None) -> Enforcer:
+    from karmor_host.enforce.apparmor.enforcer import AppArmorEnforcer  # LibAppArmor only when chosen
+
+    return AppArmorEnforcer(paths, config)
+
+
 def _selinux(paths: Paths | None, config: Config | None) -> Enforcer:
     from karmor_host.enforce.selinux.enforcer import SELinuxEnforcer  # setools only when chosen
 
@@ -30,7 +36,7 @@ def _none(paths: Paths | None, config: Config | None) -> Enforcer:
 
 
 _ENFORCERS: dict[str, Callable[[Paths | None, Config | None], Enforcer]] = {
-    "none": _none, "bpflsm": _bpflsm, "selinux": _selinux,
+    "none": _none, "bpflsm": _bpflsm, "apparmor": _apparmor, "selinux": _selinux,
 }
 
 IMPLEMENTED: frozenset[str] = frozenset(_ENFORCERS)
@@ -43,7 +49,8 @@ def create(name: str, paths: Paths | None = None, config: Config | None = None) 
 
 def cleanup(paths: Paths | None = None) -> list[str]:
     """Remove the kernel state every enforcer of this build may have left (`run --cleanup`)."""
+    from karmor_host.enforce.apparmor.enforcer import cleanup as apparmor_cleanup
     from karmor_host.enforce.bpflsm.enforcer import cleanup as bpflsm_cleanup
     from karmor_host.enforce.selinux.enforcer import cleanup as selinux_cleanup
 
-    return bpflsm_cleanup(paths) + selinux_cleanup(paths)
+    return bpflsm_cleanup(paths) + apparmor_cleanup(paths) + selinux_cleanup(paths)

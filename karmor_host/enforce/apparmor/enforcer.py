@@ -17,39 +17,31 @@ from __future__ import annotations
 import os
 import select
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
-from karmor_host.alerts.match import Decision
 from karmor_host.enforce.apparmor import attribute as attr
 from karmor_host.enforce.apparmor.attribute import Attributor
 from karmor_host.enforce.apparmor.audit import Source, open_source
-from karmor_host.enforce.apparmor.backend import Backend, is_ours
+from karmor_host.enforce.apparmor.backend import SECURITYFS, Backend, is_ours
 from karmor_host.enforce.apparmor.records import AaRecord, parse
 from karmor_host.enforce.apparmor.render import APPARMOR, Plan, render
-from karmor_host.enforce.base import ApplyReport
-from karmor_host.kernel.events import Event
+from karmor_host.enforce.base import ApplyReport, EnforcerAlert
+from karmor_host.errors import EnforcerError
 from karmor_host.kernel.proctable import Proc, tty_name
-from karmor_host.paths import default_paths
+from karmor_host.paths import Paths, default_paths
 from karmor_host.policy.ruleset import Action, Category, Rule, RuleSet
 
+if TYPE_CHECKING:
+    from karmor_host.config import Config
+
 ENFORCER = APPARMOR  # the alerts' Enforcer field
+STATE_DIR_NAME = "apparmor"  # under Paths.state_dir
 DUPLICATE_WINDOW_NS = 1_000_000_000
 _OWN_PROFILE_OPS = ("profile_load", "profile_replace", "profile_remove")
 
 _log = log.get("karmor.apparmor")
-
-
-@dataclass(frozen=True)
-class EnforcerAlert:
-    """One alert AppArmor's own record justifies: the event as the kernel mediated it, the
-    decision (rule, action, policy) and Data from the record."""
-
-    event: Event
-    decision: Decision
-    data: str
 
 
 def read_proc(pid: int, root: Path = Path("/proc")) -> Proc | None:
@@ -92,11 +84,12 @@ class AppArmorEnforcer:
     name = "apparmor"
     enforcer_name = ENFORCER
 
-    def __init__(self, state_dir: Path | None = None, backend: Backend | None = None,
-                 proc_root: Path = Path("/proc")) -> None:
-        self.backend = backend or Backend(state_dir or default_paths().state_dir / "apparmor")
+    def __init__(self, paths: Paths | None = None, config: Config | None = None, *,
+                 backend: Backend | None = None, proc_root: Path = Path("/proc")) -> None:
+        self.backend = backend or Backend((paths or default_paths()).state_dir / STATE_DIR_NAME)
         self.proc_root = proc_root
         self.plan: Plan | None = None
+        self.ruleset: RuleSet | None = None
         self._attributor: Attributor | None = None
         self._previous: tuple[int, Attributor] | None = None  # (load start ns, attributor before)
         self._by_rule: dict[int, str] = {}
@@ -116,6 +109,15 @@ class AppArmorEnforcer:
             return category in self.plan.whitelists
         return rule.action is Action.BLOCK and self._by_rule.get(rule.id) == APPARMOR
 
+    def reports(self, rule: Rule | None, category: Category | None) -> bool:
+        """Whether AppArmor's records raise the alert for `rule` (None: the category's posture);
+        the monitor's matcher then stays silent on it."""
+        if self.plan is None:
+            return False
+        if rule is None:
+            return category in self.plan.whitelists
+        return self._by_rule.get(rule.id) == APPARMOR
+
     def reported(self) -> frozenset[int]:
         """Rule ids whose alerts AppArmor's records produce (the monitor must not repeat them)."""
         return self.plan.reported() if self.plan else frozenset()
@@ -123,6 +125,7 @@ class AppArmorEnforcer:
     # --- apply / remove --------------------------------------------------------------------
 
     def apply(self, ruleset: RuleSet) -> ApplyReport:
+        t0 = time.monotonic()
         plan = render(ruleset)
         before = self.backend.ours()
         started = time.time_ns()
@@ -132,7 +135,7 @@ class AppArmorEnforcer:
         removed = self.backend.unload(stale)
         if self._attributor is not None:
             self._previous = (started, self._attributor)
-        self.plan, self._attributor = plan, Attributor(ruleset, plan)
+        self.plan, self.ruleset, self._attributor = plan, ruleset, Attributor(ruleset, plan)
         self._by_rule = {s.rule_id: s.by for s in plan.rules}
         self.backend.write_state(plan.names, len(ruleset.rules))
         notes = list(plan.notes)
@@ -141,13 +144,24 @@ class AppArmorEnforcer:
         notes.extend(self.confinement_notes())
         _log.info("apparmor_applied", profiles=list(plan.names), removed=removed,
                   carried=len(plan.reported()), rules=len(ruleset.rules))
-        return ApplyReport(self.name, plan.rules, tuple(notes))
+        return ApplyReport(self.name, plan.rules, tuple(notes), seconds=round(time.monotonic() - t0, 2))
+
+    def refresh(self) -> ApplyReport | None:
+        """Load the plan again when the kernel no longer has it: a karmor profile removed or
+        added behind our back (AppArmor profiles name paths, not inodes, so nothing else moves)."""
+        if self.ruleset is None or self.plan is None:
+            return None
+        loaded = self.backend.ours()
+        if set(loaded) == set(self.plan.names) and all(m == "enforce" for m in loaded.values()):
+            return None
+        _log.warning("apparmor_refresh", loaded=sorted(loaded), planned=list(self.plan.names))
+        return self.apply(self.ruleset)
 
     def remove(self) -> None:
         """Unload every karmor profile (tasks confined by them become unconfined)."""
         removed = self.backend.unload(self.backend.ours())
         self.backend.clear_files()
-        self.plan = self._attributor = self._previous = None
+        self.plan = self.ruleset = self._attributor = self._previous = None
         self._by_rule = {}
         _log.info("apparmor_removed", profiles=removed)
 
@@ -266,3 +280,18 @@ class AppArmorEnforcer:
             self.counts["foreign_changes"] += 1
             _log.warning("apparmor_profile_changed_elsewhere", profile=rec.name, operation=rec.operation,
                          pid=rec.pid, comm=rec.comm)
+
+
+def cleanup(paths: Paths | None = None) -> list[str]:
+    """`karmor-host run --cleanup`: unload every karmor profile and the state files (no agent
+    needed). Nothing is run where AppArmor is not active or nothing of ours is loaded."""
+    if not (SECURITYFS / "profiles").is_file():
+        return []
+    paths = paths or default_paths()
+    try:
+        backend = Backend(paths.state_dir / STATE_DIR_NAME)
+        removed = backend.unload(backend.ours())
+    except EnforcerError as exc:
+        return [f"apparmor: {exc.message}"]
+    backend.clear_files()
+    return [f"apparmor: profile {name} removed" for name in removed]

@@ -70,7 +70,7 @@ def sock(family: int, kind: int, proto: int = 0) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory):
-    enf = AppArmorEnforcer(state_dir=tmp_path_factory.mktemp("apparmor-state"))
+    enf = AppArmorEnforcer(backend=Backend(tmp_path_factory.mktemp("apparmor-state")))
     enf.open_audit()
     yield enf
     enf.remove()

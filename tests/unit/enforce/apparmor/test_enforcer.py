@@ -180,3 +180,32 @@ def test_status_counts_processes_by_label(world):
 
 def test_read_proc_of_a_gone_process(tmp_path):
     assert read_proc(12345, tmp_path) is None
+
+
+def test_reports_names_what_apparmor_raises_itself(world):
+    enf, _ = world
+    rs = fixture_ruleset("whitelist-block")
+    assert not enf.reports(rs.rules[0], Category.FILE)
+    enf.apply(rs)
+    by_target = {r.target: r for r in rs.rules}
+    assert enf.reports(by_target["/etc/shadow"], Category.FILE)  # Block, carried
+    assert not enf.reports(by_target["/etc/passwd"], Category.FILE)  # Audit left to the monitor
+    assert enf.reports(None, Category.FILE) and enf.can_block(None, Category.FILE)  # the enforced whitelist
+
+
+def test_refresh_reloads_only_when_the_kernel_lost_our_profiles(world):
+    enf, kernel = world
+    assert enf.refresh() is None  # nothing applied yet
+    enf.apply(fixture_ruleset("from-source"))
+    calls = len(kernel.calls)
+    assert enf.refresh() is None and len(kernel.calls) == calls
+    kernel.profiles.write_text("karmor-global (enforce)\n")  # someone removed the others
+    report = enf.refresh()
+    assert report is not None and set(enf.plan.names) <= set(kernel.names())
+
+
+def test_cleanup_without_apparmor_does_nothing(monkeypatch, tmp_path):
+    from karmor_host.enforce.apparmor import enforcer as mod
+
+    monkeypatch.setattr(mod, "SECURITYFS", tmp_path / "no-apparmor")
+    assert mod.cleanup() == []
