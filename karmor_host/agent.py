@@ -1,9 +1,10 @@
 """The daemon: composition root and life cycle (start, reload, stop, watchdog).
 
-Two threads. The event thread drains the monitor's ring buffer into the alert pipeline.
-The main thread owns everything else: signals, the policy directory, applies, the systemd
-watchdog and the status file. Nothing is shared between them but the pipeline's matcher,
-which is swapped as one reference, and a few counters.
+Three threads. The event thread drains the monitor's ring buffer into the alert pipeline.
+The enforcer thread hands the decisions the enforcer took itself (BPF-LSM's kernel events)
+to the pipeline. The main thread owns everything else: signals, the policy directory,
+applies, the systemd watchdog and the status file. Nothing is shared between them but the
+pipeline's matcher, which is swapped as one reference, and a few counters.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class Agent:
         self.monitor_categories: frozenset[str] = frozenset()
         self._event_thread: threading.Thread | None = None
         self._event_error: str = ""
+        self._enforcer_thread: threading.Thread | None = None
+        self._enforcer_error: str = ""
 
     # --- start ------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,10 +91,13 @@ class Agent:
         self.facts = probe(self.paths.bpf_object_dir)
         self.choice = choose(self.facts, self.config.enforcer, registry.IMPLEMENTED)
         _log.info("enforcer_chosen", enforcer=self.choice.enforcer, reason=self.choice.reason)
-        self.enforcer = registry.create(self.choice.enforcer)
+        self.enforcer = registry.create(self.choice.enforcer, self.paths, self.config)
         self.host = HostInfo.detect(cluster_name=self.config.cluster, host_name=self.config.hostname or None)
         self.identity = HostIdentity.detect(hostname=self.config.hostname or None)
-        self.pipeline = AlertPipeline.from_config(self.config, self.host, enforcer_can_block=self.enforcer.can_block)
+        # what the enforcer reports itself (its kernel decisions) the matcher leaves to it
+        self.pipeline = AlertPipeline.from_config(
+            self.config, self.host, enforcer_can_block=self.enforcer.can_block,
+            enforcer=self.enforcer.enforcer_name, handled_by_enforcer=self.enforcer.reports)
         # KubeArmorNetworkPolicy: nftables table + alerts through the same pipeline
         self.firewall = NetworkFirewall(self.paths.bpf_object_dir, self.pipeline)
         self.store = PolicyStore(self.config.policy_dir)
@@ -100,6 +106,8 @@ class Agent:
         self.apply("start")
         self._event_thread = threading.Thread(target=self._event_loop, name="karmor-events", daemon=True)
         self._event_thread.start()
+        self._enforcer_thread = threading.Thread(target=self._enforcer_loop, name="karmor-enforcer", daemon=True)
+        self._enforcer_thread.start()
         self.write_status()
         _notify("READY=1\nSTATUS=" + self.status_line())
         _log.info("ready", seconds=round(time.monotonic() - t0, 3), status=self.status_line())
@@ -111,6 +119,8 @@ class Agent:
         st = self.apply_state
         if not scan.changed and st.generation and why != "reload":
             st.scan = scan  # rejections may have changed even if the rules did not
+            if why == "rescan":
+                self._refresh_enforcer()
             self.write_status()
             return
         # The firewall keeps its last good rules on its own errors; host rules are independent.
@@ -129,9 +139,21 @@ class Agent:
         st.at = time.time()
         st.latency_ms = (time.monotonic() - t0) * 1000
         st.scan, st.ruleset, st.report, st.error = scan, ruleset, report, ""
-        self._log_report(why)
         if self._event_thread is not None:  # at start, status is written once everything runs
-            self.write_status()
+            self.write_status()  # before the log line, which readers take as "applied"
+        self._log_report(why)
+
+    def _refresh_enforcer(self) -> None:
+        """Targets that moved on disk (a replaced directory, a path that appeared)."""
+        try:
+            report = self.enforcer.refresh()
+        except KarmorError as exc:
+            _log.error("refresh_failed", error=exc.message, keeping="previous rule set")
+            return
+        if report is not None:
+            self.apply_state.report = report
+            self._ensure_monitor(self.apply_state.ruleset)
+            _log.info("refreshed", enforcer=self.enforcer.name, modes=report.counts(), notes=list(report.notes))
 
     def _log_report(self, why: str) -> None:
         st = self.apply_state
@@ -141,6 +163,8 @@ class Agent:
             "applied", why=why, generation=st.generation, enforcer=self.enforcer.name,
             active=active, not_for_this_host=elsewhere, rules=len(st.ruleset.rules),
             modes=st.report.counts() if st.report else {}, latency_ms=round(st.latency_ms, 1),
+            enforcer_ms=round(st.report.seconds * 1000, 1) if st.report else 0,
+            notes=list(st.report.notes) if st.report else [],
         )
         for rej in st.scan.rejections if st.scan else ():
             _log.error("policy_rejected", file=rej.file, reason=rej.reason, keeping_last_good=rej.keeping_last_good)
@@ -149,9 +173,12 @@ class Agent:
 
     # --- monitor ----------------------------------------------------------------------
     def _needed_categories(self, ruleset: RuleSet) -> frozenset[str]:
+        """Visibility, plus what the matcher must see: the rules (and whitelists) whose alerts
+        the enforcer does not raise itself."""
+        reports = self.enforcer.reports
         needed = set(self.config.visibility)
-        needed.update(_OP_CATEGORY[r.operation] for r in ruleset.rules)
-        if any(c.value == "file" for c in ruleset.whitelists):
+        needed.update(_OP_CATEGORY[r.operation] for r in ruleset.rules if not reports(r, r.category))
+        if any(c.value == "file" and not reports(None, c) for c in ruleset.whitelists):
             needed.update(("process", "file"))
         return frozenset(needed)
 
@@ -187,6 +214,17 @@ class Agent:
                     time.sleep(0.5)
             self.event_beat += 1
 
+    def _enforcer_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                alerts = self.enforcer.poll(100)
+                if alerts:
+                    self.pipeline.handle_enforcer(alerts)
+            except Exception as exc:  # noqa: BLE001 - enforcement goes on in the kernel; log it
+                self._enforcer_error = repr(exc)
+                _log.exception("enforcer_loop_error")
+                time.sleep(0.5)
+
     # --- status -----------------------------------------------------------------------
     def status_line(self) -> str:
         st = self.apply_state
@@ -207,7 +245,10 @@ class Agent:
             "started": self.started,
             "uptime_s": round(time.time() - self.started, 1),
             "updated": time.time(),
-            "enforcer": {"name": self.enforcer.name, "reason": self.choice.reason if self.choice else ""},
+            "enforcer": {"name": self.enforcer.name, "reason": self.choice.reason if self.choice else "",
+                         "state": self.enforcer.status(), "error": self._enforcer_error,
+                         "apply_ms": round(st.report.seconds * 1000, 2) if st.report else 0,
+                         "notes": list(st.report.notes) if st.report else []},
             "kernel": self.facts.as_dict() if self.facts else {},
             "policy_dir": str(self.config.policy_dir),
             "policy_dir_problem": self.store.dir_problem,
@@ -308,12 +349,19 @@ class Agent:
         self.watcher.stop()
         if self._event_thread is not None:
             self._event_thread.join(timeout=2)
+        if self._enforcer_thread is not None:
+            self._enforcer_thread.join(timeout=2)
         if self.monitor is not None:
             self.monitor.close()
         self.firewall.stop()  # alerts stop; the table stays in force (docs/network-policy.md)
+        try:
+            self.pipeline.handle_enforcer(self.enforcer.poll(0))  # what is already decided
+        except Exception:  # noqa: BLE001 - stopping must go on
+            _log.exception("enforcer_final_poll_failed")
         self.pipeline.close()
         # Enforcement state is left as the enforcer documents (docs/operations.md): the
         # alerts-only enforcer has nothing installed; LSM enforcers keep their pinned state.
+        self.enforcer.close()
         self.write_status()
         _log.info("stopped", status=self.status_line())
 

@@ -24,8 +24,15 @@ DEFAULT_CONFIG = Path("/etc/karmor/karmor-host.yaml")
               help=f"Configuration file [default: {DEFAULT_CONFIG}, defaults if absent].")
 @click.option("--policy-dir", type=click.Path(path_type=Path), default=None,
               help="Policy directory (overrides the configuration's policyDir).")
-def run_cmd(config_path: Path | None, policy_dir: Path | None) -> None:
+@click.option("--cleanup", is_flag=True,
+              help="Remove the enforcement a stopped agent left in the kernel (pinned BPF-LSM programs "
+                   "and maps) and exit. Stop the agent first.")
+def run_cmd(config_path: Path | None, policy_dir: Path | None, cleanup: bool) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT; SIGHUP reloads."""
+    if cleanup:
+        _cleanup()
+        return
+    _exempt_early()
     try:
         if config_path is None:
             cfg = config_mod.load(DEFAULT_CONFIG, missing_ok=True)
@@ -51,6 +58,32 @@ def run_cmd(config_path: Path | None, policy_dir: Path | None) -> None:
     except KarmorError as exc:
         log.get("karmor.cli").error("start_failed", error=exc.message)
         sys.exit(exc.code)
+
+
+def _exempt_early() -> None:
+    """Under BPF-LSM programs an earlier run pinned, exempt this process before it reads its
+    configuration and policies (the enforcer does it again once chosen)."""
+    from karmor_host.enforce.bpflsm.enforcer import exempt_early
+
+    exempt_early(default_paths())
+
+
+def _cleanup() -> None:
+    from karmor_host.enforce import registry
+
+    paths = default_paths()
+    doc, state = control.read_status(paths.status_file)
+    if doc is not None and state == "running":
+        click.echo(f"karmor-host: the agent is running (pid {doc['pid']}): stop it first", err=True)
+        sys.exit(1)
+    try:
+        removed = registry.cleanup(paths)
+    except OSError as exc:
+        click.echo(f"karmor-host: cleanup failed: {exc}", err=True)
+        sys.exit(4)
+    for path in removed:
+        click.echo(f"removed {path}")
+    click.echo(f"karmor-host: {len(removed)} pinned objects removed; nothing is enforced until the agent starts")
 
 
 def _age(seconds: float) -> str:

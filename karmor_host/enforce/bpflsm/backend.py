@@ -351,6 +351,10 @@ class LsmBackend:
 
     # --- end --------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Release our handles; what is pinned keeps enforcing. The exemption ends with us."""
         with self._lock:
@@ -376,6 +380,15 @@ class LsmBackend:
         self.pinned = False
         self.close()
         return removed
+
+
+def exempt_pinned(state_path: Path, tgid: int) -> None:
+    """Exempt process `tgid` in a pinned lsm_state (whatever build pinned it)."""
+    st = _PinnedState(state_path)
+    try:
+        st.set_agent(tgid, start_ticks(tgid))
+    finally:
+        st.close()
 
 
 def remove_pins(pin_dir: Path) -> list[str]:

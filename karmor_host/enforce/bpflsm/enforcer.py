@@ -147,10 +147,12 @@ class BpfLsmEnforcer:
 
     def status(self) -> dict[str, Any]:
         b = self.backend
-        try:
-            generation, drops = b.generation, b.drops()
-        except KernelError:  # closed
-            generation, drops = -1, -1
+        generation, drops = -1, -1
+        if not b.closed:  # the maps are gone once closed
+            try:
+                generation, drops = b.generation, b.drops()
+            except KernelError as exc:
+                _log.warning("bpflsm_status_unreadable", error=exc.message)
         return {
             "mode": b.mode,
             "pinned": b.pinned,
@@ -175,6 +177,22 @@ class BpfLsmEnforcer:
         removed = self.backend.remove()
         self.plan = None
         _log.info("bpflsm_removed", pins=removed)
+
+
+def exempt_early(paths: Paths) -> bool:
+    """If BPF-LSM state is pinned, exempt the calling process now; True when it did. Errors are
+    logged, never raised: the agent must start anyway."""
+    state = paths.bpffs_dir / PIN_DIR_NAME / "lsm_state"
+    if not state.exists():
+        return False
+    try:
+        from karmor_host.enforce.bpflsm.backend import exempt_pinned
+
+        exempt_pinned(state, os.getpid())
+    except (KernelError, OSError) as exc:
+        _log.warning("bpflsm_early_exemption_failed", error=str(exc))
+        return False
+    return True
 
 
 def cleanup(paths: Paths | None = None) -> list[str]:
