@@ -301,22 +301,23 @@ class Matcher:
         return self._decide(op, source, hits.values(), allowed)
 
     def _decide(self, op: Operation, source: str, hits: Iterable[Rule], allowed: bool) -> list[Decision]:
+        category = category_of(op)
+        # what the enforcer reports itself is not reported twice; it still counts for `denied`
+        handled = self._handled if category is not None else None
         best: dict[str, Decision] = {}
+        denied = False
         for rule in sorted(hits, key=lambda r: r.id):
             decision = self._rule_decision(rule, op)
+            denied = denied or decision.action in (BLOCK, AUDIT_BLOCK)
+            if handled is not None and handled(rule, category):
+                continue
             kept = best.get(rule.policy)
             if kept is None or _ACTION_RANK[decision.action] < _ACTION_RANK[kept.action]:
                 best[rule.policy] = decision  # one alert per policy: its strongest rule
         out = sorted(best.values(), key=lambda d: (_ACTION_RANK[d.action], d.policy_name))
-        category = category_of(op)
-        denied = any(d.action in (BLOCK, AUDIT_BLOCK) for d in out)
         if category is not None and not allowed and not denied and self._confines(category, source):
-            out.append(self._posture_decision(category, op))
-        handled = self._handled
-        if handled is not None and category is not None:
-            # what the enforcer reports itself is not reported twice (denied was decided above
-            # with every rule, so a Block the enforcer handles still keeps the posture quiet)
-            out = [d for d in out if not handled(d.rule, category)]
+            if handled is None or not handled(None, category):
+                out.append(self._posture_decision(category, op))
         return out
 
     def _blocks(self, rule: Rule | None, category: Category | None) -> bool:
