@@ -4,6 +4,7 @@
                                         gets "ok\\n", then its bytes echoed; UDP datagrams echoed
     connect HOST PORT [--timeout S]     exit 0 when "ok" arrives, 1 otherwise (reason on stdout)
     udp HOST PORT                       exit 0 when the datagram comes back
+    ping HOST                           one ICMP/ICMPv6 echo over a raw socket (root); exit 0 on a reply
     loop --ok H:P --blocked H:P --seconds S
                                         connect to both over and over; print JSON counts
     hold HOST PORT --seconds S          one connection, a round trip every 50 ms; exit 0 when
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import selectors
 import socket
+import struct
 import sys
 import time
 
@@ -103,6 +106,37 @@ def udp(host: str, port: int, timeout: float) -> tuple[bool, str]:
             return False, f"{type(exc).__name__}: {exc}"
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def ping(host: str, timeout: float) -> tuple[bool, str]:
+    v6 = ":" in host
+    family, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET, socket.IPPROTO_ICMP)
+    request, reply = (128, 129) if v6 else (8, 0)
+    ident = os.getpid() & 0xFFFF
+    body = struct.pack("!HH", ident, 1) + b"karmor"
+    head = struct.pack("!BBH", request, 0, 0)
+    packet = head[:2] + struct.pack("!H", 0 if v6 else _checksum(head + body)) + body  # v6: kernel sums
+    with socket.socket(family, socket.SOCK_RAW, proto) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, (host, 0))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                data = s.recv(2048)
+            except OSError as exc:
+                return False, f"{type(exc).__name__}: {exc}"
+            icmp = data if v6 else data[(data[0] & 0x0F) * 4 :]
+            if icmp[0] == reply and icmp[4:6] == struct.pack("!H", ident):
+                return True, "echo reply"
+    return False, "no reply"
+
+
 def loop(ok: str, blocked: str, seconds: float, timeout: float) -> dict[str, int]:
     counts = {"ok_passed": 0, "ok_failed": 0, "blocked_passed": 0, "blocked_failed": 0}
     targets = [("ok", *ok.rsplit(":", 1)), ("blocked", *blocked.rsplit(":", 1))]
@@ -138,6 +172,9 @@ def main(argv: list[str]) -> int:
     s = sub.add_parser("serve")
     s.add_argument("--tcp", default="")
     s.add_argument("--udp", default="")
+    pg = sub.add_parser("ping")
+    pg.add_argument("host")
+    pg.add_argument("--timeout", type=float, default=1.0)
     for name in ("connect", "udp", "hold"):
         c = sub.add_parser(name)
         c.add_argument("host")
@@ -157,7 +194,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(loop(a.ok, a.blocked, a.seconds, a.timeout)), flush=True)
         return 0
     fn = {"connect": lambda: connect(a.host, a.port, a.timeout), "udp": lambda: udp(a.host, a.port, a.timeout),
-          "hold": lambda: hold(a.host, a.port, a.seconds)}[a.cmd]
+          "hold": lambda: hold(a.host, a.port, a.seconds), "ping": lambda: ping(a.host, a.timeout)}[a.cmd]
     ok, why = fn()
     print(why, flush=True)
     return 0 if ok else 1

@@ -102,6 +102,21 @@ def test_ipv6_cidr(topo, tmp_path) -> None:
     assert not topo.connect(topo.b, topo.a4(0), 7000, timeout=0.5)  # IPv4 is not in an IPv6 CIDR
 
 
+def test_icmp_and_icmpv6_are_told_apart(topo, tmp_path) -> None:
+    assert topo.ping(topo.b, topo.a4()) and topo.ping(topo.b, topo.a6())
+    v4 = write(tmp_path, "no-ping", "  ingress:\n  - ports:\n    - protocol: icmp\n  action: Block\n")
+    assert apply(topo, v4)["ok"]
+    assert not topo.ping(topo.b, topo.a4(), timeout=0.5) and topo.ping(topo.b, topo.a6())
+    v6 = write(tmp_path, "no-ping6", "  ingress:\n  - ports:\n    - protocol: ICMPv6\n  action: Block\n")
+    assert apply(topo, v6)["ok"]
+    # echo requests are blocked, neighbour discovery still passes: IPv4 and TCP over IPv6 work
+    assert topo.ping(topo.b, topo.a4()) and not topo.ping(topo.b, topo.a6(), timeout=0.5)
+    topo.serve(topo.a, tcp=(7150,))
+    for ns in (topo.a, topo.b):  # forget the neighbours: the connect must solicit them anew
+        assert topo.run(ns, "ip", "-6", "neigh", "flush", "all").returncode == 0
+    assert topo.connect(topo.b, topo.a6(), 7150)
+
+
 def test_iface_scoped_rule(topo, tmp_path) -> None:
     topo.serve(topo.a, tcp=(7100,))
     p = write(tmp_path, "iface", """\

@@ -83,6 +83,9 @@ class Topology:
         r = self.py(ns, "tests.netns.peer", "connect", host, str(port), "--timeout", str(timeout))
         return r.returncode == 0
 
+    def ping(self, ns: str, host: str, timeout: float = 1.0) -> bool:
+        return self.py(ns, "tests.netns.peer", "ping", host, "--timeout", str(timeout)).returncode == 0
+
     def udp(self, ns: str, host: str, port: int, timeout: float = 1.0) -> bool:
         return self.py(ns, "tests.netns.peer", "udp", host, str(port), "--timeout", str(timeout)).returncode == 0
 
