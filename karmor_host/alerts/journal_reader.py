@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from karmor_host.alerts.record import HOST_LOG, MATCHED_HOST_POLICY, SYSTEM_EVENT
+from karmor_host.alerts.record import ALERT_TYPES, HOST_LOG, SYSTEM_EVENT
 from karmor_host.alerts.sinks.journald import IDENTIFIER, RECORD_JSON
 
 TYPES: dict[str, tuple[str, ...]] = {
-    "alert": (MATCHED_HOST_POLICY,),
+    "alert": ALERT_TYPES,
     "log": (HOST_LOG,),
     "system": (SYSTEM_EVENT,),
-    "all": (MATCHED_HOST_POLICY, HOST_LOG, SYSTEM_EVENT),
+    "all": (*ALERT_TYPES, HOST_LOG, SYSTEM_EVENT),
 }
-OPERATIONS = ("Process", "File", "Network", "Capabilities", "Syscall", "AlertThreshold")
+OPERATIONS = ("Process", "File", "Network", "Capabilities", "Syscall", "NetworkFirewall", "AlertThreshold")
 
 _RELATIVE = re.compile(
     r"^-?\s*(\d+)\s*(s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)(\s+ago)?$"

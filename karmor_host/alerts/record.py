@@ -24,6 +24,7 @@ from karmor_host.policy.ruleset import Rule
 HOST_LOG = "HostLog"
 MATCHED_HOST_POLICY = "MatchedHostPolicy"
 MATCHED_NETWORK_POLICY = "MatchedNetworkPolicy"  # a KubeArmorNetworkPolicy firewall decision
+ALERT_TYPES = (MATCHED_HOST_POLICY, MATCHED_NETWORK_POLICY)  # records that are alerts
 NETWORK_FIREWALL = "NetworkFirewall"  # its Operation
 NETWORK_POLICY_ENFORCER = "NetworkPolicyEnforcer"  # its Enforcer
 SYSTEM_EVENT = "SystemEvent"

@@ -23,7 +23,7 @@ _OPERATIONS = {op.lower(): op for op in journal_reader.OPERATIONS}
 @click.option("--since", metavar="TIME",
               help="Start at TIME: '2024-06-01 16:39', ISO 8601, '@<unix seconds>', '10m', '2h ago', 'today'.")
 @click.option("--type", "kind", type=click.Choice(list(journal_reader.TYPES)), default="all", show_default=True,
-              help="alert = MatchedHostPolicy, log = HostLog, system = SystemEvent.")
+              help="alert = MatchedHostPolicy and MatchedNetworkPolicy, log = HostLog, system = SystemEvent.")
 def logs_cmd(follow: bool, as_json: bool, policy: str | None, operation: str | None,
              since: str | None, kind: str) -> None:
     """Print karmor-host records from the journal (SYSLOG_IDENTIFIER=karmor-host)."""

@@ -135,6 +135,13 @@ def status_cmd(as_json: bool) -> None:
         conn = "" if "connected" not in c else (", connected" if c["connected"] else ", NOT CONNECTED")
         err = f" (last error: {c['last_error']})" if c.get("last_error") else ""
         click.echo(f"sink:      {name}: sent {c.get('sent', 0)}, failed {c.get('failed', 0)}{extra}{conn}{err}")
+    fw = doc.get("firewall") or {}
+    if fw.get("table") or fw.get("error"):
+        logged = sum(fw.get("alerts", {}).get("logged", {}).values())
+        suppressed = sum(fw.get("alerts", {}).get("suppressed", {}).values())
+        click.echo(f"firewall:  table {fw.get('table') or '-'}, {fw.get('rules', 0)} rules "
+                   f"(posture {fw.get('posture', '?')}), alerts {logged}, suppressed {suppressed}"
+                   + (f", ERROR: {fw['error']}" if fw.get("error") else ""))
     drops = doc.get("monitor", {}).get("drops", {})
     stats = doc.get("alerts", {})
     click.echo("drops:     " + (", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none")

@@ -20,7 +20,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from karmor_host import log
-from karmor_host.alerts.record import HOST_LOG, MATCHED_HOST_POLICY, SYSTEM_EVENT
+from karmor_host.alerts.record import ALERT_TYPES, HOST_LOG, SYSTEM_EVENT
 from karmor_host.alerts.sinks.base import CountingSink, Record
 
 IDENTIFIER = "karmor-host"
@@ -65,7 +65,7 @@ def priority(record: Record) -> int:
     kind = record.get("Type")
     if kind == HOST_LOG:
         return DEBUG
-    if kind != MATCHED_HOST_POLICY:
+    if kind not in ALERT_TYPES:
         return WARNING
     try:
         severity = int(record.get("Severity") or 0)

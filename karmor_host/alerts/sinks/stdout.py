@@ -6,10 +6,10 @@ import json
 import sys
 from typing import Any, TextIO
 
-from karmor_host.alerts.record import HOST_LOG, MATCHED_HOST_POLICY
+from karmor_host.alerts.record import HOST_LOG, MATCHED_HOST_POLICY, MATCHED_NETWORK_POLICY
 from karmor_host.alerts.sinks.base import CountingSink, Record
 
-_HEADERS = {MATCHED_HOST_POLICY: "Alert", HOST_LOG: "Log"}
+_HEADERS = {MATCHED_HOST_POLICY: "Alert", MATCHED_NETWORK_POLICY: "Alert", HOST_LOG: "Log"}
 _NOT_IN_BODY = {"Timestamp", "UpdatedTime", "ATags"}  # in the header, or the same as Tags
 
 

@@ -72,6 +72,7 @@ def test_open_reader_matches():
     assert r.calls == [
         ("match", {"SYSLOG_IDENTIFIER": "karmor-host"}),
         ("match", {"KARMOR_TYPE": "MatchedHostPolicy"}),
+        ("match", {"KARMOR_TYPE": "MatchedNetworkPolicy"}),
         ("match", {"KARMOR_POLICY_NAME": "p1"}),
         ("match", {"KARMOR_OPERATION": "File"}),
         ("seek_realtime", NOW),
@@ -84,6 +85,7 @@ def test_open_reader_all_types_and_follow_from_the_tail():
     assert r.calls == [
         ("match", {"SYSLOG_IDENTIFIER": "karmor-host"}),
         ("match", {"KARMOR_TYPE": "MatchedHostPolicy"}),
+        ("match", {"KARMOR_TYPE": "MatchedNetworkPolicy"}),
         ("match", {"KARMOR_TYPE": "HostLog"}),
         ("match", {"KARMOR_TYPE": "SystemEvent"}),
         ("seek_tail",),

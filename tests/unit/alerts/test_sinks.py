@@ -205,3 +205,16 @@ def test_text_block_like_karmor_logs():
     assert not any(line.startswith(("Timestamp:", "UpdatedTime:", "ATags:", "Message:")) for line in lines)
     assert format_text(record.host_log(opened("/x"), HOST)).startswith("== Log / ")
     assert format_text(record.system_event(HOST, "AlertThreshold", "m")).startswith("== SystemEvent / ")
+
+
+@pytest.mark.parametrize("severity, prio", [(9, 2), (7, 3), (5, 4), (3, 5), (1, 6)])
+def test_network_policy_alerts_are_prioritised_by_severity_too(severity, prio):
+    rec = dict(an_alert(severity), Type=record.MATCHED_NETWORK_POLICY, Operation="NetworkFirewall")
+    assert priority(rec) == prio
+
+
+def test_logs_alert_type_covers_both_alert_kinds():
+    from karmor_host.alerts.journal_reader import TYPES
+
+    assert set(TYPES["alert"]) == {"MatchedHostPolicy", "MatchedNetworkPolicy"}
+    assert set(TYPES["alert"]) <= set(TYPES["all"])
