@@ -29,6 +29,13 @@ def text_line(record: dict[str, Any]) -> str:
             f"  [{record['Data']}]  {record['Result']}")
 
 
+def _addresses() -> str:
+    """The host's addresses, to read the ones in events against (via netlink)."""
+    from karmor_host.kernel.netinfo import host_addresses
+
+    return ", ".join(f"{a.ifname} {a.address}/{a.prefixlen}" for a in host_addresses() if a.ifname) or "no addresses"
+
+
 @main.command("trace")
 @click.option("--operation", "operations", type=click.Choice(OPERATIONS), multiple=True,
               help="Only these kinds of events (repeatable); default: all of them.")
@@ -55,6 +62,7 @@ def trace_cmd(operations: tuple[str, ...], as_json: bool, network_hooks: str) ->
     seen: Counter[str] = Counter()
     try:
         with Monitor(visibility=set(operations or OPERATIONS), network_hooks=network_hooks) as mon:
+            click.echo(f"karmor-host: tracing on {host.host_name} ({_addresses()}); Ctrl-C stops", err=True)
             for category, reason in sorted(mon.unavailable.items()):
                 click.echo(f"karmor-host: {category} events unavailable: {reason}", err=True)
             try:

@@ -14,7 +14,9 @@ The agent's own process is filtered in the kernel, as are opens under the noise 
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -22,12 +24,12 @@ from pathlib import Path
 
 from karmor_host import log
 from karmor_host.errors import KernelError
-from karmor_host.kernel import abi, tracefs
+from karmor_host.kernel import abi, netinfo, tracefs
 from karmor_host.kernel import libbpf as L
-from karmor_host.kernel.bpfobj import BpfLink, BpfObject
+from karmor_host.kernel.bpfobj import BPF_NOEXIST, BpfLink, BpfObject
 from karmor_host.kernel.cgroup import cgroup2_root
 from karmor_host.kernel.decode import Decoder
-from karmor_host.kernel.events import Event
+from karmor_host.kernel.events import Event, EventKind
 from karmor_host.kernel.proctable import ProcTable
 from karmor_host.kernel.ringbuf import RingReader, open_reader
 from karmor_host.paths import default_bpf_object_dir
@@ -74,6 +76,7 @@ DEFAULT_RING_SIZE = 8 << 20
 DEFAULT_BATCH = 512
 # Why a tracepoint can be missing, for the message
 _TRACEPOINT_SINCE = {("capability", "cap_capable"): "Linux 6.14"}
+IPPROTO_TCP = 6
 
 
 def _kernel_dev(st_dev: int) -> int:
@@ -109,6 +112,22 @@ def build_config(self_tgid: int, wakeup_bytes: int, noise_prefixes: Iterable[str
         dirs += 1
     cfg.noise_dirs = dirs
     return cfg
+
+
+def _listener_header(tgid: int, ppid: int, proc_root: Path = Path("/proc")) -> abi.Hdr:
+    """The identity the kernel would have saved at listen() for a process already running."""
+    base = proc_root / str(tgid)
+    uid = gid = 0
+    try:
+        for line in (base / "status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+        comm = (base / "comm").read_bytes().strip()[:15]
+    except (OSError, ValueError, IndexError):
+        comm = b""
+    return abi.Hdr(kind=EventKind.ACCEPT, pid=tgid, tgid=tgid, ppid=ppid, uid=uid, gid=gid, comm=comm)
 
 
 class Monitor:
@@ -165,6 +184,9 @@ class Monitor:
             self._drops_map = self._obj.map("drops")
             self.procs = ProcTable()
             self.procs.seed()
+            self.seeded_listeners = 0
+            if "network" in self.visibility and network_hooks == "cgroup":
+                self.seeded_listeners = self._seed_listeners(ignore_self)
             self._decoder = Decoder(self.procs)
             self._reader: RingReader = open_reader(reader, self._obj.map("events").fd, ring_size)
         except BaseException:
@@ -196,6 +218,28 @@ class Monitor:
             if missing:
                 self.unavailable[category] = "tracepoint not in this kernel: " + ", ".join(missing)
                 _log.warning("monitor_category_unavailable", category=category, reason=self.unavailable[category])
+
+    def _seed_listeners(self, ignore_self: bool) -> int:
+        """In cgroup mode an ACCEPT goes to whoever put the port into LISTEN, which the
+        kernel side only sees happen after attaching: ports that were already listening
+        are found through sock_diag and their owners through /proc (once, at start)."""
+        listening = [s for s in netinfo.existing_sockets() if s.protocol == IPPROTO_TCP and s.state == "LISTEN"]
+        owners = netinfo.socket_owners(s.inode for s in listening)
+        listeners = self._obj.map("listeners")
+        seeded = 0
+        for sock in listening:
+            tgid = owners.get(sock.inode)
+            if tgid is None or (ignore_self and tgid == os.getpid()):
+                continue
+            key = struct.pack("<HH", sock.family, sock.sport)
+            try:
+                listeners.update(key, bytes(_listener_header(tgid, self.procs.get(tgid).ppid)), BPF_NOEXIST)
+            except KernelError as e:
+                if e.errno != errno.EEXIST:  # EEXIST: the tracepoint saw a fresher listen()
+                    raise
+                continue
+            seeded += 1
+        return seeded
 
     def _attach(self) -> None:
         cgroup_dir = None

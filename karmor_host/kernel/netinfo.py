@@ -3,8 +3,11 @@ already existed when the monitor started (the monitor only sees sockets made aft
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import DiagSocket, IPRoute
 
@@ -57,3 +60,28 @@ def existing_sockets() -> list[SocketInfo]:
                                    msg["idiag_uid"], msg["idiag_inode"])
                     )
     return out
+
+
+def socket_owners(inodes: Iterable[int], proc_root: Path = Path("/proc")) -> dict[int, int]:
+    """Socket inode -> the lowest tgid holding a descriptor to it (a forking server's
+    parent). Reads every process's fd table once: for start-up, not for the hot path."""
+    wanted = {f"socket:[{i}]": i for i in inodes}
+    owners: dict[int, int] = {}
+    if not wanted:
+        return owners
+    for entry in sorted((e for e in os.scandir(proc_root) if e.name.isdigit()), key=lambda e: int(e.name)):
+        try:
+            fds = os.scandir(Path(entry.path) / "fd")
+        except OSError:
+            continue  # gone, or a kernel thread
+        with fds:
+            for fd in fds:
+                try:
+                    inode = wanted.get(os.readlink(fd.path))
+                except OSError:
+                    continue
+                if inode is not None:
+                    owners.setdefault(inode, int(entry.name))
+        if len(owners) == len(wanted):
+            break
+    return owners

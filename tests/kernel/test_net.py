@@ -190,3 +190,28 @@ def test_unix_sockets(mon, tmp_path):
     ok, refused = kinds(mon, pid, EventKind.CONNECT, count=2)
     assert (ok.family, ok.retval, ok.daddr, ok.path) == (socket.AF_UNIX, 0, path, path)
     assert refused.daddr == "@karmor-test-abstract" and refused.retval == -errno.ECONNREFUSED
+
+
+def test_a_listener_from_before_the_monitor_is_seeded_for_accepts():
+    # cgroup mode learns who listens from the LISTEN state change; a server that was
+    # already listening is found through sock_diag and /proc when the monitor starts
+    port_r, port_w = os.pipe()
+    go_r, go_w = os.pipe()
+    server = os.fork()
+    if server == 0:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        os.write(port_w, s.getsockname()[1].to_bytes(2, "little"))
+        os.read(go_r, 1)
+        s.accept()[0].close()
+        os._exit(0)
+    port = int.from_bytes(os.read(port_r, 2), "little")
+    with monitor("network", network_hooks="cgroup") as m:
+        assert m.seeded_listeners >= 1
+        os.write(go_w, b"x")
+        client, status = in_child(lambda: socket.create_connection(("127.0.0.1", port)).close())
+        os.waitpid(server, 0)
+        (acc,) = m.wait_for(lambda e: e.tgid == server and e.kind is EventKind.ACCEPT)
+        assert (acc.sport, acc.daddr, acc.uid, acc.ppid) == (port, "127.0.0.1", 0, os.getpid())
+        assert acc.dport > 0 and acc.comm
