@@ -68,12 +68,22 @@ def test_a_full_ring_buffer_counts_every_lost_record(tmp_path):
         assert status == 0
         seen = m.drain(lambda e: e.tgid == pid and e.path == str(target.resolve()), quiet=0.3)
         drops = m.drops()
-        assert 0 < len(seen) < opens
-        assert drops["file"] > 0
-        # every open of the flood either arrived or is counted (other processes' drops count too)
+        assert len(seen) < opens and drops["file"] > 0
+        # every open of the flood either arrived or is counted (other processes' opens, which
+        # may fill the ring first on a busy machine, only add to the drops)
         assert len(seen) + drops["file"] >= opens
         assert sum(m.drops_per_cpu()["file"]) == drops["file"]
         assert drops["undecodable"] == 0
+        # and once read, the ring carries records again (a few tries: others share the one page)
+        for _ in range(10):
+            later, _ = in_child(lambda: os.close(os.open(target, os.O_RDONLY)))
+            try:
+                m.wait_for(lambda e: e.tgid == later and e.path == str(target.resolve()), timeout=1)
+                break
+            except AssertionError:
+                continue
+        else:
+            pytest.fail("no record arrived after the overflow")
     assert m.drops()["file"] >= drops["file"]  # still answered after close (others kept opening)
 
 
