@@ -55,3 +55,25 @@ bench: venv bpf
 clean:
 	$(MAKE) -C bpf clean
 	rm -rf $(STAMPS) $(VENV) *.egg-info
+
+# --- packages (docs/packaging.md) ------------------------------------------------------------
+# Built from a clean copy of the work tree into dist/; rebuilt when a packaged file changes.
+PKG_INPUTS := $(wildcard $(shell git ls-files --cached --others --exclude-standard \
+                karmor_host bpf debian rpm systemd config policies docs README.md setup.cfg \
+                pyproject.toml tools/gen-manpage.py tools/remove-kernel-state.sh \
+                tools/build-deb.sh tools/build-rpm.sh tools/karmor-host-generator.sh 2>/dev/null))
+DEB_FILE   := dist/karmor-host_$(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)_amd64.deb
+RPM_FILE   := dist/karmor-host-$(shell sed -n 's/^Version: *//p' rpm/karmor-host.spec)-$(shell sed -n 's/^Release: *//p' rpm/karmor-host.spec).x86_64.rpm
+
+.PHONY: deb rpm test-package
+deb: $(DEB_FILE)
+$(DEB_FILE): $(PKG_INPUTS) | $(STAMPS)/deps
+	tools/build-deb.sh dist
+
+rpm: $(RPM_FILE)
+$(RPM_FILE): $(PKG_INPUTS) | $(STAMPS)/deps
+	tools/build-rpm.sh dist
+
+# The package suite: builds both packages, boots a systemd guest with the .deb (tests/package/).
+test-package: venv
+	$(VENV)/bin/pytest -q tests/package
