@@ -26,8 +26,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from karmor_host.enforce.selinux.policyfacts import selinux_type
-from karmor_host.enforce.selinux.render import MODULE, Label
+from karmor_host.enforce.selinux.inventory import inherited
+from karmor_host.enforce.selinux.policyfacts import OWN_PREFIX, selinux_type
+from karmor_host.enforce.selinux.render import MAX_TREE, MODULE, Label
 from karmor_host.errors import EnforcerError
 
 STATE_VERSION = 1
@@ -188,6 +189,31 @@ class Backend:
         self.write_state(state)
         return LabelResult(restored=tuple(done), failed=tuple(failed))
 
+    def sweep(self, dirs: Iterable[str], state: State, skip: Iterable[str] = (), limit: int = MAX_TREE) -> LabelResult:
+        """Files created inside relabelled directories took the directory's karmor type and are in
+        no record: give them what they would have had (the directory's original type) before
+        that type goes. `skip`: paths the next plan labels itself."""
+        originals = state.originals()
+        skipped = set(skip)
+        done, failed = [], []
+        for top in sorted(dirs):
+            if not os.path.isdir(top) or os.path.islink(top):
+                continue
+            for seen, (cur_dir, subdirs, files) in enumerate(os.walk(top)):
+                if seen > limit:
+                    break
+                for name in [*subdirs, *files]:
+                    path = os.path.join(cur_dir, name)
+                    if path in state.labels or path in skipped:
+                        continue
+                    cur = self.current(path)
+                    if not _type(cur).startswith(OWN_PREFIX):
+                        continue
+                    ctx, _ = inherited(path, cur, originals)
+                    why = self._set(path, ctx, 0) if ctx else "no original known"
+                    (failed.append((path, why)) if why else done.append(path))
+        return LabelResult(restored=tuple(done), failed=tuple(failed))
+
     def _set(self, path: str, context: str, ino: int) -> str:
         try:
             st = os.lstat(path)
@@ -228,6 +254,11 @@ class Backend:
     def clear_files(self) -> None:
         for path in (self.module_file, self.state_file):
             path.unlink(missing_ok=True)
+
+
+def _type(context: str) -> str:
+    parts = context.split(":")
+    return parts[2] if len(parts) >= 3 else ""
 
 
 def _store_modules(store: Path) -> dict[str, Path]:

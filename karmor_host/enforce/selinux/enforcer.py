@@ -163,6 +163,7 @@ class SELinuxEnforcer:
         if self.backend.root is None and enforcing(self.selinuxfs) is None:
             raise EnforcerError("SELinux is not enabled, or no policy is loaded")
         plan = self.prepare(ruleset)
+        steps = {"plan": time.monotonic() - t0}
         state = self.backend.read_state()
         digest = hashlib.sha256(plan.cil.encode()).hexdigest()
         wanted_labels = {lab.path: lab for lab in plan.labels}
@@ -170,12 +171,17 @@ class SELinuxEnforcer:
         notes = list(plan.notes)
         installed = self.backend.installed()
         if needed and not (installed and state.module == digest):
+            t = time.monotonic()
             self.backend.check(plan.cil)  # raises: nothing changed yet
+            steps["check"] = time.monotonic() - t
         stale = [p for p, v in state.labels.items()
                  if p not in wanted_labels or wanted_labels[p].context != v["applied"]]
+        swept = self.backend.sweep([p for p in stale if os.path.isdir(p)], state, skip=wanted_labels)
         restored = self.backend.restore(stale, state)
         if needed and not (installed and state.module == digest):
+            t = time.monotonic()
             self.backend.install(plan.cil)
+            steps["install"] = time.monotonic() - t
             state.module = digest
             self.backend.write_state(state)
             notes.append(f"module {digest[:12]} installed")
@@ -195,7 +201,7 @@ class SELinuxEnforcer:
                     statuses[i] = RuleStatus(st.rule_id, st.policy, "audit-only", MONITOR,
                                              f"cannot label {bad[0]}: {failed[bad[0]]}; reported as Audit (Block)")
             notes.extend(f"label not set on {p}: {why}" for p, why in labelled.failed)
-        for p, why in restored.failed:
+        for p, why in (*swept.failed, *restored.failed):
             notes.append(f"original label not restored on {p}: {why}")
         if enforcing(self.selinuxfs) is False:
             notes.append("SELinux is permissive: denials are logged and reported as Audit (Block), not enforced")
@@ -206,7 +212,7 @@ class SELinuxEnforcer:
         self._by_rule = {s.rule_id: s for s in statuses}
         _log.info("selinux_applied", enforced=len(self.reported()), rules=len(ruleset.rules),
                   labels=len(plan.labels), restored=len(restored.restored),
-                  seconds=round(time.monotonic() - t0, 2))
+                  seconds=round(time.monotonic() - t0, 2), steps={k: round(v, 2) for k, v in steps.items()})
         return ApplyReport(self.name, tuple(statuses), tuple(notes), time.monotonic() - t0)
 
     def refresh(self) -> ApplyReport | None:
@@ -225,10 +231,11 @@ class SELinuxEnforcer:
     def remove(self) -> None:
         """Restore every label karmor set, then remove the module."""
         state = self.backend.read_state()
+        swept = self.backend.sweep([p for p in state.labels if os.path.isdir(p)], state)
         result = self.backend.restore(list(state.labels), state)
-        for p, why in result.failed:
+        for p, why in (*swept.failed, *result.failed):
             _log.error("selinux_label_not_restored", path=p, reason=why)
-        if not result.failed:
+        if not result.failed and not swept.failed:
             removed = self.backend.uninstall()
             self.backend.clear_files()
             _log.info("selinux_removed", module=removed, restored=len(result.restored))

@@ -149,10 +149,29 @@ def _inode(path: str, originals: Mapping[str, str], labels: Labels, table: list[
     if not ctx:
         ctx = labels.current(path)
         if _type(ctx).startswith(PREFIX):
-            # karmor's own label, but no record of the original: take file_contexts' answer
-            ctx = labels.default(path, st.st_mode)
-            why = "labelled by karmor before, original unknown: restored to the file_contexts default"
+            ctx, why = inherited(path, ctx, originals)
+            if not ctx:
+                # karmor's own label, but no record of the original: take file_contexts' answer
+                ctx = labels.default(path, st.st_mode)
+                why = "labelled by karmor before, original unknown: restored to the file_contexts default"
     return Inode(path, kind, ctx, True, why, st.st_dev, st.st_ino)
+
+
+def inherited(path: str, current: str, originals: Mapping[str, str]) -> tuple[str, str]:
+    """The original context of a file created inside a directory karmor relabelled: it took
+    the directory's (karmor) type, so without karmor it would have the directory's original
+    type. ("", "") when no ancestor has a recorded original."""
+    parent = path
+    while "/" in parent.rstrip("/"):
+        parent = parent.rstrip("/").rsplit("/", 1)[0] or "/"
+        if parent in originals:
+            parts = current.split(":", 3)
+            if len(parts) == 4:
+                parts[2] = _type(originals[parent])
+                return ":".join(parts), f"created under {parent}, which karmor relabelled: original from it"
+        if parent == "/":
+            break
+    return "", ""
 
 
 def _type(ctx: str) -> str:

@@ -255,6 +255,8 @@ def _unlabelable(inode: Inode) -> str:
         return f"cannot label {inode.path}: {inode.why or 'its file system keeps no SELinux labels'}"
     if not inode.type:
         return f"cannot label {inode.path}: its current context is unknown"
+    if inode.type == UNLABELED:
+        return f"cannot label {inode.path}: its file system gives it no label (unlabeled_t)"
     return ""
 
 
@@ -755,13 +757,16 @@ class _Ctx:
             opened = sorted({self._targets(r) for r in allows} | {scope.exec_type})
             written = sorted({self._targets(r) for r in allows if r.operation is Operation.FILE and not r.read_only})
             run = sorted({self._targets(r) for r in allows if r.operation is Operation.PROCESS})
+            # Opening is what a whitelist governs. Reads and writes of files already open are
+            # not checked (SELinux revalidates inherited descriptors at exec: a pipe or terminal
+            # given to the program must keep working), except writes to regular files, which
+            # is how a readOnly Allow rule keeps them read-only.
             for cls in self.file_classes:
-                w.out(f"(constrain ({cls} (open read)) (or (neq t1 {me}) (eq t2 ({' '.join(opened) or ALL_DOMAINS}))))")
-                deny((me, "*", cls), ("open", "read"), Operation.FILE)
-                have = [p for p in WRITE_PERMS if p in f.classes.get(cls, ())]
-                w.out(f"(constrain ({cls} {_perms(have)}) "
-                      f"(or (neq t1 {me}) (eq t2 ({' '.join(written) or ALL_DOMAINS}))))")
-                deny((me, "*", cls), have, Operation.FILE)
+                w.out(f"(constrain ({cls} (open)) (or (neq t1 {me}) (eq t2 ({' '.join(opened) or ALL_DOMAINS}))))")
+                deny((me, "*", cls), ("open",), Operation.FILE)
+            have = [p for p in WRITE_PERMS if p in f.classes.get("file", ())]
+            w.out(f"(constrain (file {_perms(have)}) (or (neq t1 {me}) (eq t2 ({' '.join(written) or ALL_DOMAINS}))))")
+            deny((me, "*", "file"), have, Operation.FILE)
             runs = " ".join(run) or ALL_DOMAINS
             w.out(f"(constrain (file (entrypoint)) (or (neq t1 {scope.child}) (eq t2 ({runs}))))",
                   f"(constrain (file (execute_no_trans)) (or (neq t1 {me}) (eq t2 ({runs}))))")

@@ -125,3 +125,22 @@ def test_netlink_payloads_keep_only_avc_records():
     data = (msg(1400, "audit(1.0:1): avc:  denied  { read } for pid=1") + msg(1300, "audit(1.0:1): arch=c000003e")
             + msg(1400, 'audit(1.0:2): apparmor="DENIED" operation="open"'))
     assert audit.avc_payloads(data) == ["audit(1.0:1): avc:  denied  { read } for pid=1"]
+
+
+def test_files_created_in_a_relabelled_directory_get_its_original_type_back(tmp_path):
+    d = tmp_path / "conf"
+    (d / "sub").mkdir(parents=True)
+    new, deeper, foreign = d / "new", d / "sub" / "x", d / "foreign"
+    for p in (new, deeper, foreign):
+        p.write_text("")
+    karmor = "system_u:object_r:karmor_1_t:s0"
+    fake = FakeSelinux({str(d): karmor, str(new): "staff_u:object_r:karmor_1_t:s0", str(d / "sub"): karmor,
+                        str(deeper): karmor, str(foreign): "system_u:object_r:admin_t:s0"})
+    backend = _backend(tmp_path, fake)
+    state = State(labels={str(d): {"original": "system_u:object_r:etc_t:s0", "applied": karmor, "dev": 0, "ino": 0}})
+    res = backend.sweep([str(d)], state, skip={str(d / "sub")})
+    assert sorted(res.restored) == [str(new), str(deeper)]
+    assert fake.labels[str(new)] == "staff_u:object_r:etc_t:s0"  # only the type is the directory's
+    assert fake.labels[str(deeper)] == "system_u:object_r:etc_t:s0"
+    assert fake.labels[str(d / "sub")] == karmor  # the next plan labels it
+    assert fake.labels[str(foreign)] == "system_u:object_r:admin_t:s0"  # not karmor's

@@ -101,3 +101,14 @@ def test_tree_scan_stops_at_its_limit(tmp_path):
 def test_kind_of():
     assert inventory.kind_of(0o100644) == "file" and inventory.kind_of(0o040755) == "dir"
     assert inventory.kind_of(0o020666) == "chr_file" and inventory.kind_of(0o010644) == "fifo_file"
+
+
+def test_a_file_created_in_a_relabelled_directory_inherits_its_original(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "new").write_text("")
+    karmor = "system_u:object_r:karmor_0123456789_t:s0"
+    labels = FakeLabels(current={str(tmp_path / "d" / "new"): karmor})
+    inv = scan(Wanted(frozenset({str(tmp_path / "d" / "new")})), {str(tmp_path / "d"): "system_u:object_r:etc_t:s0"},
+               labels, [Mount(str(tmp_path), "tmpfs", True)])
+    node = inv.get(str(tmp_path / "d" / "new"))
+    assert node.context == "system_u:object_r:etc_t:s0" and "created under" in node.why

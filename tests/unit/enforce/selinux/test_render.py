@@ -204,7 +204,7 @@ def test_source_whitelists_deny_everything_but_the_allowed():
     assert p.index.lookup(nginx, nginx, "capability", "net_bind_service") is None
     # the allowed types appear in the constraints; readOnly allows reads only
     key = re.search(r"\(typeattributeset (karmor_k_\w+) \(%s\)\)" % conf.type, p.cil).group(1)
-    opens = re.search(r"\(constrain \(file \(open read\)\) \(or \(neq t1 %s\) \(eq t2 \(([^)]*)\)" % nginx, p.cil)
+    opens = re.search(r"\(constrain \(file \(open\)\) \(or \(neq t1 %s\) \(eq t2 \(([^)]*)\)" % nginx, p.cil)
     writes = re.search(r"\(constrain \(file \(append create write\)\) \(or \(neq t1 %s\) \(eq t2 \(([^)]*)\)" % nginx, p.cil)
     assert key in opens.group(1).split() and key not in writes.group(1).split()
     # the Block rule next to the whitelist still names its own rule
