@@ -19,6 +19,9 @@ class GuestConfig:
     timeout: int = 600
     memory: str = "2G"
     cpus: int = 2
+    # Host-side preparation before the boot, "module:function" called with the work dir (which
+    # the guest sees read-write); the guest's own part is tests/vm/guest/setup-<name>.sh.
+    prepare: str = ""
 
 
 CONFIGS: tuple[GuestConfig, ...] = (

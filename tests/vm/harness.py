@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import re
@@ -233,12 +234,19 @@ class GuestRun:
         return None
 
 
-def prepare(workdir: Path, image: Path | None = None) -> Path | None:
-    """Make the work dir ready for a boot: stale results gone, the Python image and its mount
-    list in place (an existing `image` is reused). Returns the image to attach, if any."""
+def prepare(workdir: Path, image: Path | None = None, cfg: GuestConfig | None = None) -> Path | None:
+    """Make the work dir ready for a boot: stale results gone, the configuration's own host-side
+    preparation done, the Python image and its mount list in place (an existing `image` is
+    reused). Returns the image to attach, if any."""
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in (REPORT_NAME, CONSOLE_NAME, PYIMAGE_LIST, "rc"):
         (workdir / stale).unlink(missing_ok=True)
+    if cfg is not None and cfg.prepare:
+        module, _, func = cfg.prepare.partition(":")
+        try:
+            getattr(importlib.import_module(module), func)(workdir)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the guest cannot run
+            raise VmInstallError(f"preparing the {cfg.name} guest ({cfg.prepare}) failed: {exc}") from exc
     if not _use_python_image():
         return None
     if image is None:
@@ -255,7 +263,7 @@ def boot(cfg: GuestConfig, workdir: Path, pytest_args: Sequence[str] = (), image
     `image`: a Python image built earlier in this session (build_python_image) to share."""
     check_host_tools()
     kernel = find_kernel()
-    image = prepare(workdir, image)
+    image = prepare(workdir, image, cfg)
     exec_cmd = shlex.join(
         [str(RUNNER), str(REPO), str(workdir), cfg.name, str(guest_budget(cfg)), *pytest_args]
     )
@@ -444,7 +452,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.shell:
             check_host_tools()
             workdir = workdir.resolve()
-            cmd = vng_command(cfg, find_kernel(), workdir, None, prepare(workdir))
+            cmd = vng_command(cfg, find_kernel(), workdir, None, prepare(workdir, cfg=cfg))
             print(
                 f"work dir {workdir} is read-write in the guest. To set the guest up as the suite does:\n"
                 f"  {RUNNER} {REPO} {workdir} {cfg.name} setup",

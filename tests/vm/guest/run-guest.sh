@@ -17,6 +17,8 @@ shift 4
 say() { echo "karmor-vm: uptime=$(cut -d' ' -f1 /proc/uptime)s $*"; }
 
 finish() {
+    # An enforcing SELinux forbids creating files on the unlabelled 9p work dir.
+    [ -w /sys/fs/selinux/enforce ] && echo 0 >/sys/fs/selinux/enforce
     journalctl --no-pager -o short-monotonic >"$out/journal.txt" 2>&1
     dmesg >"$out/dmesg.txt" 2>&1
     echo "$1" >"$out/rc"
@@ -49,6 +51,13 @@ mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf ||
     { say "cannot mount bpffs"; finish 91; }
 say "lsm=$(cat /sys/kernel/security/lsm)"
+
+# The configuration's own set-up, if it has one (sourced: it may use say and export variables).
+setup="$repo/tests/vm/guest/setup-$config.sh"
+if [ -f "$setup" ]; then
+    # shellcheck source=/dev/null
+    . "$setup" || { say "setup-$config.sh failed"; finish 95; }
+fi
 
 # A standalone journald (PID 1 is virtme's init, not systemd). /run and /var/log are tmpfs here.
 mkdir -p /run/systemd/journal /var/log/journal
