@@ -27,6 +27,10 @@ class GuestConfig:
 CONFIGS: tuple[GuestConfig, ...] = (
     # AppArmor as the major LSM, BPF-LSM stacked after it: the bpflsm and apparmor enforcers.
     GuestConfig(name="apparmor", append="lsm=landlock,lockdown,yama,apparmor,bpf"),
+    # SELinux as the major LSM (it excludes AppArmor), permissive until the tests switch it on;
+    # a reduced refpolicy store built on the host (tests/vm/selinux_store.py).
+    GuestConfig(name="selinux", append="lsm=landlock,lockdown,yama,selinux,bpf enforcing=0",
+                prepare="tests.vm.selinux_store:build"),
 )
 
 BY_NAME: dict[str, GuestConfig] = {c.name: c for c in CONFIGS}
