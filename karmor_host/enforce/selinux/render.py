@@ -123,8 +123,8 @@ def wanted(ruleset: RuleSet) -> Wanted:
     paths: set[str] = set()
     trees: set[tuple[str, bool]] = set()
     for r in ruleset.rules:
-        if r.action is Action.AUDIT or why_not(r):
-            continue
+        if r.action is Action.AUDIT or why_not(r) or (r.action is Action.ALLOW and not r.sources):
+            continue  # (a host-wide whitelist is never SELinux's: see plan)
         if r.operation in (Operation.FILE, Operation.PROCESS):
             if r.kind is TargetKind.PATH:
                 paths.add(r.target)
@@ -304,7 +304,8 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[
     covers: dict[int, list[Inode]] = {}
     for r in ruleset.rules:
         why = why_not(r) if r.action is not Action.AUDIT or r.operation is Operation.SYSCALL else ""
-        if not why and r.action is not Action.AUDIT:
+        host_wide_allow = r.action is Action.ALLOW and not r.sources  # its whitelist says why
+        if not why and r.action is not Action.AUDIT and not host_wide_allow:
             why = _dynamic_problem(r, facts, inv, covers)
         if not why and r.action is not Action.AUDIT and protected:
             hit = next(((n.path, p) for n in [*covers.get(r.id, ()), *(inv.get(s.path) for s in r.sources)]
