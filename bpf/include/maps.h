@@ -29,6 +29,7 @@ struct proc_key {
 struct scratch {
 	__u32 off; /* write cursor in data */
 	__u32 ctx_dirty; /* ctx_new goes into proc_ctx once the record is out */
+	__u64 owner; /* pid_tgid assembling it: another one here means it was overwritten */
 	struct proc_key ctx_new;
 	union {
 		__u8 data[KARMOR_BUF_SIZE];
@@ -59,12 +60,26 @@ struct {
 	__uint(max_entries, 8 << 20); /* set by user space before load */
 } events __weak SEC(".maps");
 
+/*
+ * Two assembly areas: tracepoint programs never nest on a CPU (the kernel skips a second
+ * one while one runs), but a cgroup socket program runs with only migration disabled:
+ * another task's cgroup program may preempt it, and a softirq may run a tracepoint program
+ * on its CPU. So cgroup programs assemble in scratch_cg, and rec__submit drops (and
+ * counts) a record whose area changed hands while it was being built.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct scratch);
 	__uint(max_entries, 1);
 } scratch __weak SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct scratch);
+	__uint(max_entries, 1);
+} scratch_cg __weak SEC(".maps");
 
 /* Records that did not fit in the ring buffer, per CPU and enum karmor_category. */
 struct {

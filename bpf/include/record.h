@@ -37,8 +37,8 @@ static __always_inline bool rec__is_self(__u64 id)
 	return (__u32)(id >> 32) == karmor_cfg.self_tgid;
 }
 
-static __always_inline struct scratch *rec__begin(struct task_struct *task, __u16 kind, __u16 syscall,
-						  __u32 body_size)
+static __always_inline struct scratch *rec__start(void *area, struct task_struct *task, __u16 kind,
+						  __u16 syscall, __u32 body_size)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct scratch *s;
@@ -46,14 +46,29 @@ static __always_inline struct scratch *rec__begin(struct task_struct *task, __u1
 
 	if (rec__is_self(id))
 		return NULL;
-	s = bpf_map_lookup_elem(&scratch, &zero);
+	s = bpf_map_lookup_elem(area, &zero);
 	if (!s)
 		return NULL;
+	s->owner = id;
 	hdr__fill(&s->rec.hdr, task, id, kind, syscall);
 	__builtin_memset(&s->rec.conn, 0, sizeof(s->rec.conn)); /* the largest body */
 	s->off = sizeof(s->rec.hdr) + body_size;
 	s->ctx_dirty = 0;
 	return s;
+}
+
+/* A record from a tracepoint program. */
+static __always_inline struct scratch *rec__begin(struct task_struct *task, __u16 kind, __u16 syscall,
+						  __u32 body_size)
+{
+	return rec__start(&scratch, task, kind, syscall, body_size);
+}
+
+/* A record from a cgroup program (see scratch_cg in maps.h). */
+static __always_inline struct scratch *rec__begin_cg(struct task_struct *task, __u16 kind, __u16 syscall,
+						     __u32 body_size)
+{
+	return rec__start(&scratch_cg, task, kind, syscall, body_size);
 }
 
 /*
@@ -68,6 +83,7 @@ static __always_inline struct scratch *rec__resume(const struct karmor_hdr *h, _
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return NULL;
+	s->owner = bpf_get_current_pid_tgid();
 	s->rec.hdr = *h;
 	s->rec.hdr.ts_ns = bpf_ktime_get_boot_ns();
 	s->rec.hdr.kind = kind;
@@ -117,22 +133,35 @@ static __always_inline void rec__context(struct scratch *s, struct task_struct *
 	s->ctx_dirty = 1;
 }
 
-/* Sends the record; a full ring buffer is counted, never silent. True when sent. */
+static __always_inline void rec__count_drop(__u32 category)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &category);
+
+	if (n)
+		*n += 1;
+}
+
+/*
+ * Sends the record. A record that cannot go out (full ring buffer, assembly area taken
+ * over meanwhile) is counted, never silent. True when sent.
+ */
 static __always_inline bool rec__submit(struct scratch *s, __u32 category)
 {
 	__u64 flags = 0; /* kernel default: wake the reader only if it had caught up */
 	__u32 size = s->off;
-	__u64 *n;
 
+	if (s->owner != bpf_get_current_pid_tgid()) {
+		s->owner = 0; /* the one that took it over must not send its record either */
+		rec__count_drop(category);
+		return false;
+	}
 	if (size > KARMOR_BUF_SIZE)
 		return false;
 	if (karmor_cfg.wakeup_bytes)
 		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= karmor_cfg.wakeup_bytes ?
 				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&events, s->data, size, flags)) {
-		n = bpf_map_lookup_elem(&drops, &category);
-		if (n)
-			*n += 1;
+		rec__count_drop(category);
 		return false;
 	}
 	if (s->ctx_dirty)

@@ -19,7 +19,7 @@ int karmor_sock_create(struct bpf_sock *ctx)
 	struct karmor_socket *body;
 	struct scratch *s;
 
-	s = rec__begin(task, KARMOR_EV_SOCKET, KARMOR_SYS_SOCKET, sizeof(*body));
+	s = rec__begin_cg(task, KARMOR_EV_SOCKET, KARMOR_SYS_SOCKET, sizeof(*body));
 	if (!s)
 		return 1;
 	body = &s->rec.socket;
@@ -39,7 +39,7 @@ static __always_inline int sock__connect(struct bpf_sock_addr *ctx, bool v6)
 	struct karmor_conn *c;
 	struct scratch *s;
 
-	s = rec__begin(task, KARMOR_EV_CONNECT, KARMOR_SYS_CONNECT, sizeof(*c));
+	s = rec__begin_cg(task, KARMOR_EV_CONNECT, KARMOR_SYS_CONNECT, sizeof(*c));
 	if (!s)
 		return 1;
 	c = &s->rec.conn;
@@ -84,7 +84,7 @@ static __always_inline int sock__post_bind(struct bpf_sock *ctx, bool v6)
 	struct karmor_conn *c;
 	struct scratch *s;
 
-	s = rec__begin(task, KARMOR_EV_BIND, KARMOR_SYS_BIND, sizeof(*c));
+	s = rec__begin_cg(task, KARMOR_EV_BIND, KARMOR_SYS_BIND, sizeof(*c));
 	if (!s)
 		return 1;
 	c = &s->rec.conn;
