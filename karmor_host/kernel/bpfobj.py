@@ -54,6 +54,22 @@ class BpfLink:
                 self._owner._links.remove(self)
 
 
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+_prog_info_layout: tuple[int, dict[str, int]] | None = None
+
+
+def _prog_info() -> tuple[int, dict[str, int]]:
+    """struct bpf_prog_info's size and u64 field offsets, from the running kernel's BTF
+    (read once): the struct grows with kernels, so its layout is not written down here."""
+    global _prog_info_layout
+    if _prog_info_layout is None:
+        with Btf.from_file(VMLINUX_BTF) as btf:
+            members = btf.struct_members("bpf_prog_info")
+            size = btf.struct_size("bpf_prog_info")
+        _prog_info_layout = (size, {m.name: m.offset for m in members if m.size == 8 and not m.bitfield})
+    return _prog_info_layout
+
+
 class BpfProgram:
     def __init__(self, obj: BpfObject, ptr: int) -> None:
         self._obj = obj
@@ -73,6 +89,18 @@ class BpfProgram:
     @property
     def fd(self) -> int:
         return L.check(L.lib.bpf_program__fd(self._ptr), f"bpf_program__fd {self.name}")
+
+    def info_counters(self) -> dict[str, int]:
+        """The kernel's counters for the loaded program: recursion_misses (runs skipped
+        because another BPF program was running on that CPU), and run_cnt / run_time_ns
+        (only counted while sysctl kernel.bpf_stats_enabled is 1)."""
+        size, offsets = _prog_info()
+        buf = ctypes.create_string_buffer(size)
+        length = L.c_uint32(size)
+        L.check(L.lib.bpf_obj_get_info_by_fd(self.fd, buf, ctypes.byref(length)), f"info of {self.name}")
+        raw = buf.raw
+        return {name: int.from_bytes(raw[offsets[name] : offsets[name] + 8], "little")
+                for name in ("recursion_misses", "run_cnt", "run_time_ns") if name in offsets}
 
     def _link(self, ptr: int | None, how: str) -> BpfLink:
         link = BpfLink(L.check_ptr(ptr, f"attach {self.name} ({how})"), self.name, self._obj)

@@ -79,6 +79,7 @@ for _name, _res, _args in [
     ("bpf_program__attach_tracepoint", c_void_p, (c_void_p, c_char_p, c_char_p)),
     ("bpf_program__attach_cgroup", c_void_p, (c_void_p, c_int)),
     ("bpf_program__attach_lsm", c_void_p, (c_void_p,)),
+    ("bpf_obj_get_info_by_fd", c_int, (c_int, c_void_p, ctypes.POINTER(c_uint32))),
     # link
     ("bpf_link__destroy", c_int, (c_void_p,)),
     ("bpf_link__fd", c_int, (c_void_p,)),

@@ -285,12 +285,17 @@ class Monitor:
         return out
 
     def drops(self) -> dict[str, int]:
-        """Every record lost, by category; `undecodable` counts records that did not parse."""
+        """Every record lost, by category; `undecodable` counts records that did not parse,
+        `missed` the runs the kernel skipped because another BPF program was running on
+        that CPU (e.g. a softirq's state change while a syscall's program ran)."""
         with self._lock:
             if self._closed:
                 return dict(self._final_drops)
             out = {cat: sum(per_cpu) for cat, per_cpu in self.drops_per_cpu().items()}
             out["undecodable"] = self._decoder.undecodable
+            out["missed"] = sum(
+                self._obj.program(name).info_counters().get("recursion_misses", 0) for name in self.attached
+            )
             return out
 
     def stats(self) -> dict[str, int | str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,18 @@ def test_errors_carry_errno_and_text(obj):
     assert e.value.errno == errno.EINVAL and "Invalid argument" in e.value.message
     with pytest.raises(KernelError, match="no program"):
         obj.program("nope")
+
+
+def test_program_counters_from_the_kernel(obj):
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = stats.read_text().strip()
+    link = obj.program("karmor_exec").attach()
+    stats.write_text("1")
+    try:
+        subprocess.run(["/bin/true"], check=True)
+        counters = obj.program("karmor_exec").info_counters()
+    finally:
+        stats.write_text(before)
+        link.destroy()
+    assert counters["run_cnt"] >= 1 and counters["run_time_ns"] > 0
+    assert counters["recursion_misses"] >= 0

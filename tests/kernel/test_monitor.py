@@ -73,7 +73,7 @@ def test_a_full_ring_buffer_counts_every_lost_record(tmp_path):
         # may fill the ring first on a busy machine, only add to the drops)
         assert len(seen) + drops["file"] >= opens
         assert sum(m.drops_per_cpu()["file"]) == drops["file"]
-        assert drops["undecodable"] == 0
+        assert drops["undecodable"] == 0 and drops["missed"] >= 0
         # and once read, the ring carries records again (a few tries: others share the one page)
         for _ in range(10):
             later, _ = in_child(lambda: os.close(os.open(target, os.O_RDONLY)))
