@@ -10,6 +10,7 @@
 
 #define FMODE_WRITE 0x2
 #define FMODE_EXEC 0x20
+#define __FMODE_EXEC 040 /* the same bit among the open flags */
 #define O_APPEND 02000
 
 SEC("lsm/file_open")
@@ -20,9 +21,11 @@ int BPF_PROG(karmor_lsm_file_open, struct file *file, int ret)
 	if (ret)
 		return ret;
 	fmode = BPF_CORE_READ(file, f_mode);
-	if (fmode & FMODE_EXEC)
-		return 0;
 	flags = BPF_CORE_READ(file, f_flags);
+	/* open_exec() marks its opens with __FMODE_EXEC in f_flags (f_mode has FMODE_EXEC
+	 * only on newer kernels) */
+	if ((fmode & FMODE_EXEC) || (flags & __FMODE_EXEC))
+		return 0;
 	return lsm__path(KARMOR_LSM_HOOK_FILE_OPEN, KARMOR_LSM_OP_FILE, BPF_CORE_READ(file, f_path.dentry),
 			 BPF_CORE_READ(file, f_path.mnt), (fmode & FMODE_WRITE) || (flags & O_APPEND), flags,
 			 file);
