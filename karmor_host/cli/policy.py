@@ -270,9 +270,13 @@ def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels:
 # --- translate ---------------------------------------------------------------------------------
 
 def _apparmor_text(rs: RuleSet) -> str:
-    from karmor_host.enforce.apparmor.render import render  # only when asked for
+    import os
+    import shutil
 
-    return render(rs).text()
+    from karmor_host.enforce.apparmor.render import DEFAULT_LOADER, render  # only when asked for
+
+    loader = shutil.which("apparmor_parser", path="/usr/sbin:/sbin") or DEFAULT_LOADER
+    return render(rs, loader=os.path.realpath(loader)).text()
 
 
 def _selinux_text(rs: RuleSet) -> str:

@@ -126,7 +126,7 @@ class AppArmorEnforcer:
 
     def apply(self, ruleset: RuleSet) -> ApplyReport:
         t0 = time.monotonic()
-        plan = render(ruleset)
+        plan = render(ruleset, loader=os.path.realpath(self.backend.parser))
         before = self.backend.ours()
         started = time.time_ns()
         if plan.profiles:

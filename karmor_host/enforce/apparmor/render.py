@@ -30,6 +30,8 @@ from karmor_host.policy.ruleset import Action, Category, Operation, Posture, Rul
 PREFIX = "karmor"  # every profile we load carries it; anything else is not ours
 GLOBAL = "karmor-global"
 SOURCE_PREFIX = "karmor-src-"
+LOADER_PREFIX = "karmor-loader-"
+DEFAULT_LOADER = "/usr/sbin/apparmor_parser"
 ABI = "abi <abi/3.0>,"
 APPARMOR = "AppArmor"
 MONITOR = "eBPF Monitor"
@@ -159,7 +161,11 @@ def profile_names(sources: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def render(ruleset: RuleSet) -> Plan:
+def render(ruleset: RuleSet, loader: str = DEFAULT_LOADER) -> Plan:
+    """`loader`: the apparmor_parser the agent runs. When karmor-global is whitelisted, the
+    parser (started after karmor-global, so attached to it) gets a profile of its own that
+    carries the global Block and Audit rules but no whitelist: one that left out what the
+    parser needs would otherwise stop every later reload, including the one that fixes it."""
     reasons = {r.id: why_not(r) for r in ruleset.rules}
     allows: dict[Category, list[Rule]] = {}
     for r in ruleset.rules:
@@ -201,8 +207,16 @@ def render(ruleset: RuleSet) -> Plan:
     names = profile_names(s.path for r in expressed for s in r.sources)
 
     profiles = []
+    notes = []
     if any(not r.sources for r in expressed):
         profiles.append(_profile(GLOBAL, "", [r for r in expressed if not r.sources], limits[""]))
+        if limits[""] and loader and loader not in names:
+            name = LOADER_PREFIX + slug(loader)
+            kept = [r for r in expressed if not r.sources and r.action is not Action.ALLOW]
+            profiles.append(_profile(name, loader, kept, frozenset(), comment=(
+                f"# the profile loader: the global rules without the {GLOBAL} whitelist (see render())")))
+            notes.append(f"{name}: {loader} is held to the global Block and Audit rules but not to the "
+                         f"whitelist of {GLOBAL}, so that the agent can always load the next rule set")
     spelled: dict[str, set[str]] = {}
     for r in expressed:
         for s in r.sources:
@@ -213,10 +227,9 @@ def render(ruleset: RuleSet) -> Plan:
 
     lines = tuple(_status(r, reasons[r.id] or demoted.get(r.id, ""), r in expressed, ruleset, enforced_wl)
                   for r in ruleset.rules)
-    notes = []
     if any(p.source == "" for p in profiles):
-        notes.append(f"{GLOBAL} confines every program started from now on that no more specific profile "
-                     "claims; programs already running stay unconfined until they are restarted")
+        notes.insert(0, f"{GLOBAL} confines every program started from now on that no more specific profile "
+                        "claims; programs already running stay unconfined until they are restarted")
     return Plan(tuple(profiles), lines, enforced_wl, tuple(notes))
 
 
@@ -242,9 +255,11 @@ def _status(rule: Rule, reason: str, expressed: bool, rs: RuleSet, enforced_wl: 
 
 
 def _profile(name: str, source: str, rules: list[Rule], restricted: frozenset[Category],
-             spellings: Iterable[str] = ()) -> Profile:
+             spellings: Iterable[str] = (), comment: str = "") -> Profile:
     attachment = aare.literal(source) if source else "/**"
     body = [f"# fromSource {', '.join(spellings)} is {source} here (symlinks resolved)"] if spellings else []
+    if comment:
+        body.append(comment)
     body.append(f"profile {name} {attachment} {FLAGS} {{")
     body.append("  # base: allowed unless a rule below says otherwise"
                 + (f" (whitelisted, only the Allow rules: {', '.join(sorted(c.value for c in restricted))})"

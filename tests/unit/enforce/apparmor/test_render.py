@@ -150,6 +150,29 @@ def test_global_whitelist_restricts_karmor_global():
     assert Category.CAPABILITIES in plan.profile("karmor-src-usr.bin.chown").restricted
 
 
+def test_a_whitelisted_global_profile_leaves_the_loader_free_to_reload():
+    rs = ruleset_of(policy("lock", """\
+  file:
+    matchDirectories:
+    - dir: /usr/
+      recursive: true
+      readOnly: true
+      action: Allow
+    matchPaths:
+    - path: /etc/shadow
+      action: Block
+"""), {Category.FILE: Posture.BLOCK})
+    plan = render(rs, loader="/opt/aa/apparmor_parser")
+    loader = plan.profile("karmor-loader-opt.aa.apparmor_parser")
+    assert loader is not None and loader.attachment == '"/opt/aa/apparmor_parser"'
+    assert loader.restricted == frozenset() and "/{,**} rwlkm," in loader.text
+    assert 'audit deny "/etc/shadow" rw,' in loader.text and '"/usr/**" rmk,' not in loader.text
+    # No whitelist on karmor-global: the loader runs under karmor-global like anything else.
+    unrestricted = render(ruleset_of(policy("b", "  file:\n    matchPaths:\n    - path: /etc/shadow\n"
+                                              "      action: Block\n")), loader="/opt/aa/apparmor_parser")
+    assert unrestricted.names == (GLOBAL,)
+
+
 def test_no_profiles_when_apparmor_carries_nothing():
     plan = render(fixture_ruleset("syscalls-only"))
     assert plan.profiles == () and "no profiles" in plan.text()
