@@ -29,10 +29,12 @@ SLOW=20
 # ---------------------------------------------------------------------------------------------
 # read_blocked: one read of the Block rule's file by cat; prints "denied" or "allowed"
 read_blocked() { if cat "$BLOCKED" > /dev/null 2>&1; then echo allowed; else echo denied; fi; }
+is_denied() { ! cat "$BLOCKED" > /dev/null 2>&1; }
 
-# expect_block NAME: trigger the Block rule once and check the outcome for the current enforcer
+# expect_block NAME [ENFORCER_FIELD]: trigger the Block rule once and check the outcome for the
+# current enforcer; with ENFORCER_FIELD, the alert's Enforcer must be that (who denied it)
 expect_block() {
-    local name=$1 enforcer cur out rc want_action detail line action
+    local name=$1 want_by=${2:-} enforcer cur out rc want_action detail line action by
     enforcer=$(enforcer_name)
     cur=$(journal_mark)
     out=$(cat "$BLOCKED" 2>&1)
@@ -59,10 +61,13 @@ expect_block() {
     fi
     line=$(alerts_since "$cur" KARMOR_POLICY_NAME=$BLOCK | tail -n 1)
     action=$(field "$line" KARMOR_ACTION)
-    if [ "$action" = "$want_action" ]; then
-        record "$name" 1 "enforcer=$enforcer: read $( [ $rc = 0 ] && echo allowed || echo denied), alert Action '$action'"
-    else
+    by=$(field "$line" KARMOR_ENFORCER)
+    if [ "$action" != "$want_action" ]; then
         record "$name" 0 "enforcer=$enforcer: alert Action '$action', want '$want_action'"
+    elif [ -n "$want_by" ] && [ "$by" != "$want_by" ]; then
+        record "$name" 0 "enforcer=$enforcer: alert Enforcer '$by', want '$want_by'"
+    else
+        record "$name" 1 "enforcer=$enforcer: read $( [ $rc = 0 ] && echo allowed || echo denied), alert Action '$action', Enforcer '$by'"
     fi
 }
 
@@ -216,11 +221,24 @@ assert d[\"apparmor\"][\"usable\"], d[\"apparmor\"]"'
     mkdir -p /etc/pkgtest
     echo "audited" > "$AUDITED"
     echo "blocked" > "$BLOCKED"
-    local cur applied alert line
+    local cur applied alert line enforcer blocked
+    enforcer=$(enforcer_name)
     cur=$(journal_mark)
     t0=$(now_ms)
     install -m 0644 policies/pkgtest-audit.yaml policies/pkgtest-block.yaml /etc/karmor/policies/
-    if applied=$(wait_for $SLOW policy_listed $AUDIT) && wait_for 5 policy_listed $BLOCK > /dev/null; then
+    if is_lsm_enforcer "$enforcer"; then
+        # from the copy to the first denied read, polled every 50 ms
+        if blocked=$(wait_for $SLOW is_denied); then
+            metric block_after_copy_seconds "$blocked" s
+            record block_after_copy 1 "enforcer=$enforcer: $BLOCKED denied ${blocked} s after the policy file was copied"
+        else
+            record block_after_copy 0 "enforcer=$enforcer: $BLOCKED still readable $SLOW s after the copy"
+        fi
+    else
+        record block_after_copy 1 "enforcer=$enforcer: alerts only, nothing is blocked (block_rule checks the Audit (Block) alert)"
+    fi
+    if wait_for $SLOW policy_listed $AUDIT > /dev/null && wait_for 5 policy_listed $BLOCK > /dev/null; then
+        applied=$(since "$t0")
         metric policy_apply_seconds "$applied" s
         record policy_applied 1 "both test policies active ${applied} s after the copy"
     else
@@ -273,8 +291,28 @@ assert d[\"apparmor\"][\"usable\"], d[\"apparmor\"]"'
     pid1=$(unit_prop MainPID)
     [ "$pid0" != "$pid1" ] || record restart 0 "MainPID did not change ($pid0)"
 
+    # --- the AppArmor enforcer under the same unit ------------------------------------------
+    # (auto picks BPF-LSM here; AppArmor is what a Debian host without lsm=...,bpf gets.)
+    # Switching: stop, take the old enforcer's kernel state out, configure, start.
+    set_enforcer apparmor
+    if [ "$(enforcer_name)" = apparmor ]; then
+        expect_block apparmor_enforcer AppArmor
+    else
+        record apparmor_enforcer 0 "enforcer is '$(enforcer_name)', not apparmor: $(journalctl -u "$UNIT" -p warning --no-pager -o cat | tail -n 10)"
+    fi
+    set_enforcer auto
+
     cp "$CONF" "$PKGTEST_OUT/conffile-boot1.yaml"
     return 100
+}
+
+# set_enforcer NAME: the conffile's enforcer, applied with a clean switch
+set_enforcer() {
+    systemctl stop "$UNIT"
+    karmor-host run --cleanup > /dev/null 2>&1
+    sed -i "s/^enforcer: .*/enforcer: $1/" "$CONF"
+    systemctl start "$UNIT"
+    wait_for 60 policy_listed $BLOCK > /dev/null
 }
 
 # ---------------------------------------------------------------------------------------------
