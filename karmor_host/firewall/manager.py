@@ -100,6 +100,10 @@ class NetworkFirewall:
             self.error = exc.message
             _log.error("firewall_apply_failed", error=exc.message, keeping="previous network rules")
             return False
+        except Exception as exc:  # noqa: BLE001 - a broken nftables must not take host enforcement down
+            self.error = f"firewall unavailable: {type(exc).__name__}: {exc}"
+            _log.exception("firewall_apply_crashed", keeping="previous network rules")
+            return False
         return True
 
     def apply(self, rs: NetRuleSet) -> None:

@@ -135,3 +135,15 @@ def test_unchanged_rules_are_not_resent_unless_the_table_drifted(fw) -> None:
     answers = [["table inet karmor is missing"], []]  # e.g. `nft flush ruleset`, then repaired
     backend.verify = lambda p: answers.pop(0)
     assert firewall.apply_policies(policies, IDENTITY, Posture.AUDIT) and len(backend.applied) == 2
+
+
+def test_a_crashing_nftables_never_takes_the_agent_down(fw) -> None:
+    """No nf_tables in the kernel, a broken library: the error is recorded, nothing raises."""
+    firewall, backend, _ = fw
+
+    def broken(*_a: object) -> bool:
+        raise OSError(93, "Protocol not supported")
+
+    backend.remove = broken
+    assert not firewall.apply_policies([], IDENTITY, Posture.AUDIT)
+    assert "firewall unavailable: OSError" in firewall.error
