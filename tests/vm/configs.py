@@ -25,8 +25,12 @@ class GuestConfig:
 
 
 CONFIGS: tuple[GuestConfig, ...] = (
-    # AppArmor as the major LSM, BPF-LSM stacked after it: the bpflsm and apparmor enforcers.
+    # AppArmor as the major LSM, BPF-LSM stacked after it: the AppArmor enforcer and the probe.
     GuestConfig(name="apparmor", append="lsm=landlock,lockdown,yama,apparmor,bpf"),
+    # The same kernel line, booted apart for the BPF-LSM enforcer's suite (test_bpflsm_*.py):
+    # its agent and pinned programs never meet the AppArmor tests, and it has a budget of its own
+    # (about 4 min on an idle machine: two agent starts, ~40 tests; the limit allows for load).
+    GuestConfig(name="bpflsm", append="lsm=landlock,lockdown,yama,apparmor,bpf", timeout=900),
     # SELinux as the major LSM (it excludes AppArmor), permissive until the tests switch it on;
     # a reduced refpolicy store built on the host (tests/vm/selinux_store.py).
     GuestConfig(name="selinux", append="lsm=landlock,lockdown,yama,selinux,bpf enforcing=0",
