@@ -137,6 +137,7 @@ class LsmBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._old: _PinnedState | None = None
+        self._carried: list[lsm_events.Record] = []  # read from a replaced build's ring
         t0 = time.monotonic()
         self.obj = BpfObject(self.object_path)
         try:
@@ -228,6 +229,7 @@ class LsmBackend:
             m.pin(staging / m.name)
         for name, link in self.links.items():
             link.pin(staging / f"{LINK_PREFIX}{name}")
+        self._drain_previous_ring()
         old = remove_pins(self.pin_dir)  # the earlier run's links detach here; ours run already
         os.rename(staging, self.pin_dir)
         self.pinned = True
@@ -235,6 +237,44 @@ class LsmBackend:
             self._old.close()
             self._old = None
         _log.info("bpflsm_pinned", pin_dir=str(self.pin_dir), replaced=len(old))
+
+    def _drain_previous_ring(self) -> None:
+        """Decisions the replaced build left in its pinned ring (made while no agent ran, or
+        before our first apply): read them before the ring goes. A record this build cannot
+        decode is counted in `undecodable`."""
+        path = self.pin_dir / "lsm_events"
+        if not path.exists():
+            return
+        fd = L.lib.bpf_obj_get(str(path).encode())
+        if fd < 0:
+            return
+        try:
+            info = _MapInfo()
+            size = L.c_uint32(ctypes.sizeof(info))
+            if L.lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) < 0:
+                return
+            reader = open_reader("auto", fd, info.max_entries)
+            try:
+                reader.drain(self._handler(self._carried))
+            finally:
+                reader.close()
+        except KernelError as exc:
+            _log.warning("bpflsm_previous_ring_unread", error=exc.message)
+        finally:
+            os.close(fd)
+        if self._carried:
+            _log.info("bpflsm_previous_ring_read", decisions=len(self._carried))
+
+    def _handler(self, out: list):
+        wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+        def handle(buf: memoryview, off: int, size: int) -> None:
+            try:
+                out.append(lsm_events.decode(buf, off, size, wall))
+            except (ValueError, KeyError, IndexError, ctypes.ArgumentError):
+                self.undecodable += 1
+
+        return handle
 
     # --- state ------------------------------------------------------------------------
 
@@ -331,17 +371,10 @@ class LsmBackend:
         with self._lock:
             if self._closed:
                 return []
-            self._reader.wait(timeout_ms)
-            out: list[lsm_events.Record] = []
-            wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-
-            def handle(buf: memoryview, off: int, size: int) -> None:
-                try:
-                    out.append(lsm_events.decode(buf, off, size, wall))
-                except (ValueError, KeyError, IndexError, ctypes.ArgumentError):
-                    self.undecodable += 1
-
-            self._reader.drain(handle)
+            out, self._carried = self._carried, []
+            if not out:
+                self._reader.wait(timeout_ms)
+            self._reader.drain(self._handler(out))
             self.decoded += len(out)
             return out
 
