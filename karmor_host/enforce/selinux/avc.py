@@ -22,7 +22,7 @@ import socket
 from dataclasses import dataclass
 
 from karmor_host.alerts import names
-from karmor_host.alerts.match import AUDIT_BLOCK, BLOCK, Decision
+from karmor_host.alerts.match import AUDIT, AUDIT_BLOCK, BLOCK, Decision
 from karmor_host.alerts.record import DEFAULT_POSTURE
 from karmor_host.enforce.selinux.render import Denial, Index
 from karmor_host.kernel.events import Event, EventKind
@@ -130,13 +130,14 @@ class Attribution:
 
 
 def attribute(rec: AvcRecord, index: Index) -> Attribution:
-    if not rec.denied:
-        return Attribution(IGNORED, reason="granted records are not used")
+    """A denial -> the constraint's rule; a `granted` record -> the auditallow's rule."""
     stype, ttype = rec.stype, rec.ttype
     for perm in rec.perms:
-        d = index.lookup(stype, ttype, rec.tclass, perm)
+        d = index.lookup(stype, ttype, rec.tclass, perm, granted=not rec.denied)
         if d is not None:
             return Attribution(OURS, d, perm, index.sources.get(stype, ""), _target(rec, index), "")
+    if not rec.denied:
+        return Attribution(IGNORED, reason="granted by no karmor auditallow rule")
     if stype in index.sources or ttype in index.files:
         return Attribution(UNATTRIBUTED, reason=(f"{rec.tclass} {{{' '.join(rec.perms)}}} on {ttype} by {stype}: "
                                                  "no karmor constraint covers it"))
@@ -195,7 +196,7 @@ def event_of(rec: AvcRecord, att: Attribution, proc: Proc) -> Event:
     """The event the kernel mediated, shaped as the monitor would send it."""
     assert att.denial is not None
     op = att.denial.operation
-    retval = 0 if rec.permissive else -errno.EACCES
+    retval = 0 if rec.permissive or not rec.denied else -errno.EACCES
     acting = att.source or proc.exe
     common = dict(ts_ns=rec.ts_ns, pid=rec.pid, tgid=rec.pid, ppid=proc.ppid, uid=proc.uid, gid=-1,
                   comm=rec.comm, cwd=proc.cwd, tty=proc.tty, retval=retval)
@@ -209,7 +210,7 @@ def event_of(rec: AvcRecord, att: Attribution, proc: Proc) -> Event:
     if op is Operation.CAPABILITIES:
         by_name = {v: k for k, v in names.CAPABILITIES.items()}
         cap = rec.capability if rec.capability >= 0 else by_name.get(att.perm, -1)
-        if not rec.permissive:
+        if rec.denied and not rec.permissive:
             common["retval"] = -errno.EPERM
         return Event(kind=EventKind.CAPABLE, exe=acting, parent_exe=proc.parent_exe, capability=cap, **common)
     return Event(kind=EventKind.OPEN, exe=acting, parent_exe=proc.parent_exe, path=att.target,
@@ -219,16 +220,20 @@ def event_of(rec: AvcRecord, att: Attribution, proc: Proc) -> Event:
 def decision(rec: AvcRecord, att: Attribution, rules: dict[int, Rule]) -> Decision | None:
     """The alert decision: the rule (None: DefaultPosture), Block or, in permissive mode, Audit (Block)."""
     assert att.denial is not None
-    action = AUDIT_BLOCK if rec.permissive else BLOCK
+    if not rec.denied:  # an auditallow rule: the access went through
+        action, enforced = AUDIT, False
+    else:
+        action, enforced = (AUDIT_BLOCK, False) if rec.permissive else (BLOCK, True)
     if att.denial.rule_id == 0:
-        return Decision(None, action, DEFAULT_POSTURE, att.denial.operation, enforced=not rec.permissive)
+        return Decision(None, action, DEFAULT_POSTURE, att.denial.operation, enforced=enforced)
     rule = rules.get(att.denial.rule_id)
     if rule is None:
         return None
-    return Decision(rule, action, rule.policy, rule.operation, enforced=not rec.permissive)
+    return Decision(rule, action, rule.policy, rule.operation, enforced=enforced)
 
 
 def data_text(rec: AvcRecord, att: Attribution) -> str:
     """The alert's Data: what SELinux recorded, not a guessed system call."""
-    return (f"selinux=denied permission={att.perm} tclass={rec.tclass} scontext={rec.stype} "
+    return (f"selinux={'denied' if rec.denied else 'granted'} permission={att.perm} tclass={rec.tclass} "
+            f"scontext={rec.stype} "
             f"tcontext={rec.ttype} permissive={int(rec.permissive)}")

@@ -14,7 +14,6 @@ remove()
 
 from __future__ import annotations
 
-import hashlib
 import os
 import select
 import sys
@@ -87,6 +86,15 @@ def read_proc(pid: int, root: Path = Path("/proc")) -> avc.Proc:
     return avc.Proc(**values)
 
 
+def own_domain(attr: Path = Path("/proc/self/attr/current")) -> str:
+    """The type of this process's SELinux context ("" when there is none)."""
+    try:
+        parts = attr.read_text().strip("\0\n ").split(":")
+    except OSError:
+        return ""
+    return parts[2] if len(parts) >= 3 else ""
+
+
 def enforcing(fs: Path = SELINUXFS) -> bool | None:
     """True enforcing, False permissive, None when no policy is loaded."""
     try:
@@ -102,9 +110,12 @@ class SELinuxEnforcer:
     def __init__(self, paths: Paths | None = None, config: Config | None = None, *,
                  backend: Backend | None = None, protected: tuple[str, ...] | None = None,
                  proc_root: Path = Path("/proc"), selinuxfs: Path = SELINUXFS,
-                 labels: inventory.Labels | None = None, mounts: list[inventory.Mount] | None = None) -> None:
+                 labels: inventory.Labels | None = None, mounts: list[inventory.Mount] | None = None,
+                 agent_domain: str | None = None) -> None:
         self.backend = backend or Backend((paths or default_paths()).state_dir / STATE_DIR_NAME)
         self.protected = protected if protected is not None else agent_protection(config)
+        # the domain this agent runs in: the module grants it what the monitor needs
+        self.agent_domain = own_domain() if agent_domain is None else agent_domain
         self.labels = labels  # how files' contexts are read (default: python3-selinux)
         self.mounts = mounts  # the mount table (default: /proc/self/mountinfo)
         self.proc_root = proc_root
@@ -136,7 +147,7 @@ class SELinuxEnforcer:
         if self.plan is None:
             return False
         if rule is None:
-            return category in self.plan.whitelists
+            return category in self.plan.whitelists or category in self.plan.audited
         status = self._by_rule.get(rule.id)
         return status is not None and status.by == SELINUX and status.mode == "enforced"
 
@@ -156,7 +167,7 @@ class SELinuxEnforcer:
                                      key=policyfacts.store_key(self.backend.store()))
         except policyfacts.PolicyUnavailable as exc:
             raise EnforcerError(f"SELinux policy unavailable: {exc}") from exc
-        return render_plan(ruleset, facts, inv, self.protected)
+        return render_plan(ruleset, facts, inv, self.protected, self.agent_domain)
 
     def apply(self, ruleset: RuleSet) -> ApplyReport:
         t0 = time.monotonic()
@@ -165,9 +176,9 @@ class SELinuxEnforcer:
         plan = self.prepare(ruleset)
         steps = {"plan": time.monotonic() - t0}
         state = self.backend.read_state()
-        digest = hashlib.sha256(plan.cil.encode()).hexdigest()
+        digest = plan.digest()
         wanted_labels = {lab.path: lab for lab in plan.labels}
-        needed = bool(plan.reported())
+        needed = plan.needed
         notes = list(plan.notes)
         installed = self.backend.installed()
         if needed and not (installed and state.module == digest):
@@ -223,9 +234,9 @@ class SELinuxEnforcer:
             return None
         fresh = self.prepare(self.ruleset)
         moved = [lab.path for lab in fresh.labels if self.backend.current(lab.path) != lab.context]
-        if fresh.cil == self.plan.cil and not moved:
+        if fresh.digest() == self.plan.digest() and not moved:
             return None
-        _log.info("selinux_refresh", module_changed=fresh.cil != self.plan.cil, relabel=moved[:10])
+        _log.info("selinux_refresh", module_changed=fresh.digest() != self.plan.digest(), relabel=moved[:10])
         return self.apply(self.ruleset)
 
     def remove(self) -> None:
@@ -333,5 +344,5 @@ def cleanup(paths: Paths | None = None) -> list[str]:
     if not backend.state_file.exists() and not backend.module_file.exists():
         return []
     state = backend.read_state()
-    SELinuxEnforcer(paths, backend=backend, protected=()).remove()
+    SELinuxEnforcer(paths, backend=backend, protected=(), agent_domain="").remove()
     return [f"selinux: {len(state.labels)} label(s) restored, module {MODULE} removed"]

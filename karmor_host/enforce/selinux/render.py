@@ -55,6 +55,9 @@ FILE_CLASSES = ("file", "chr_file", "blk_file", "sock_file", "fifo_file")
 READ_PERMS = ("open", "read")
 WRITE_PERMS = ("write", "append", "create")
 CAP_CLASSES = (("capability", "cap_userns"), ("capability2", "cap2_userns"))
+AGENT_PERF = ("cpu", "kernel", "open", "read", "tracepoint", "write")
+AUDITED = "audited by SELinux (auditallow): one granted AVC record per use"
+AUDITED_POSTURE = Category.CAPABILITIES  # the audit posture SELinux reports (see _audited_by_selinux)
 SELF_ONLY = frozenset({"capability", "capability2", "cap_userns", "cap2_userns", "process2"})
 CAPABILITY2 = ("mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read",
                "perfmon", "bpf", "checkpoint_restore")
@@ -97,6 +100,14 @@ def h(*parts: str, size: int = 5) -> str:
 
 # --- what is expressible --------------------------------------------------------------------
 
+def _audited_by_selinux(rule: Rule) -> bool:
+    """Audit rules SELinux reports itself: capabilities of fromSource programs. An auditallow
+    rule on the program's domain logs each use precisely, and the eBPF monitor sees
+    capabilities only from Linux 6.14 on (capability/cap_capable). Other Audit rules are the
+    monitor's: auditing a file would mean relabelling it, for nothing it does not see."""
+    return rule.action is Action.AUDIT and rule.operation is Operation.CAPABILITIES and bool(rule.sources)
+
+
 def why_not(rule: Rule) -> str:
     """Why SELinux cannot express `rule` whatever the files and policy ("" when it can)."""
     if rule.operation is Operation.SYSCALL:
@@ -123,7 +134,8 @@ def wanted(ruleset: RuleSet) -> Wanted:
     paths: set[str] = set()
     trees: set[tuple[str, bool]] = set()
     for r in ruleset.rules:
-        if r.action is Action.AUDIT or why_not(r) or (r.action is Action.ALLOW and not r.sources):
+        if (r.action is Action.AUDIT and not _audited_by_selinux(r)) or why_not(r) \
+                or (r.action is Action.ALLOW and not r.sources):
             continue  # (a host-wide whitelist is never SELinux's: see plan)
         if r.operation in (Operation.FILE, Operation.PROCESS):
             if r.kind is TargetKind.PATH:
@@ -162,13 +174,16 @@ class Index:
     """AVC (scontext type, tcontext type, class, permission) -> the rule that denied it."""
 
     denials: dict[tuple[str, str, str], tuple[Denial, ...]] = field(default_factory=dict)  # "*": any
+    audits: dict[tuple[str, str, str], tuple[Denial, ...]] = field(default_factory=dict)  # auditallow
     sources: dict[str, str] = field(default_factory=dict)  # domain -> the fromSource program
     children: frozenset[str] = frozenset()  # child domains (their parent is the source)
     files: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # type -> (path, ino)
 
-    def lookup(self, stype: str, ttype: str, tclass: str, perm: str) -> Denial | None:
+    def lookup(self, stype: str, ttype: str, tclass: str, perm: str, granted: bool = False) -> Denial | None:
+        """The rule whose constraint denied this (granted: whose auditallow audited it)."""
+        table = self.audits if granted else self.denials
         for key in ((stype, ttype, tclass), (stype, "*", tclass), ("*", ttype, tclass), ("*", "*", tclass)):
-            for d in self.denials.get(key, ()):
+            for d in table.get(key, ()):
                 if perm in d.perms:
                     return d
         return None
@@ -183,6 +198,13 @@ class Plan:
     index: Index
     notes: tuple[str, ...] = ()
     paths: dict[int, tuple[str, ...]] = field(default_factory=dict)  # rule id -> files it needs labelled
+    support: bool = False  # the module grants the agent's domain what its monitor needs
+    audited: frozenset[Category] = frozenset()  # categories whose audit posture SELinux reports
+
+    @property
+    def needed(self) -> bool:
+        """Whether the module has anything to install."""
+        return bool(self.reported()) or self.support
 
     def reported(self) -> frozenset[int]:
         """Rule ids whose alerts come from SELinux's own AVC records."""
@@ -190,6 +212,13 @@ class Plan:
 
     def text(self) -> str:
         return self.cil
+
+    def digest(self) -> str:
+        """A checksum of what the module says, comments left out: a new reason in a comment is
+        no reason to rebuild the policy."""
+        body = "\n".join(line.split("  ; ", 1)[0] for line in self.cil.splitlines()
+                         if line.strip() and not line.lstrip().startswith(";"))
+        return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass
@@ -296,18 +325,21 @@ def _protected(path: str, protected: tuple[str, ...]) -> str:
     return ""
 
 
-def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[str, ...] = ()) -> Plan:
+def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[str, ...] = (),
+         agent_domain: str = "") -> Plan:
     """`protected`: files (and directories, ending in /) the agent itself needs; a rule that would
-    label one of them is left to the monitor, so that no policy can stop the agent."""
+    label one of them is left to the monitor, so that no policy can stop the agent.
+    `agent_domain`: the agent's own domain, granted what the eBPF monitor needs (see AGENT_PERF)."""
     # 1. which rules could SELinux enforce, and why not
     reasons: dict[int, str] = {}
     covers: dict[int, list[Inode]] = {}
     for r in ruleset.rules:
-        why = why_not(r) if r.action is not Action.AUDIT or r.operation is Operation.SYSCALL else ""
+        audits = _audited_by_selinux(r)
+        why = why_not(r) if r.action is not Action.AUDIT or r.operation is Operation.SYSCALL or audits else ""
         host_wide_allow = r.action is Action.ALLOW and not r.sources  # its whitelist says why
-        if not why and r.action is not Action.AUDIT and not host_wide_allow:
+        if not why and (r.action is not Action.AUDIT or audits) and not host_wide_allow:
             why = _dynamic_problem(r, facts, inv, covers)
-        if not why and r.action is not Action.AUDIT and protected:
+        if not why and (r.action is not Action.AUDIT or audits) and protected:
             hit = next(((n.path, p) for n in [*covers.get(r.id, ()), *(inv.get(s.path) for s in r.sources)]
                         if (p := _protected(n.path, protected))), None)
             if hit:
@@ -321,7 +353,7 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[
             allows.setdefault(r.category, []).append(r)
     wl_reason: dict[Category, str] = {}
     for c in sorted(ruleset.whitelists, key=lambda c: c.value):
-        if ruleset.postures.get(c) is not Posture.BLOCK:
+        if ruleset.postures.get(c) is not Posture.BLOCK and c is not AUDITED_POSTURE:
             continue
         bad = next((r for r in allows.get(c, ()) if reasons[r.id]), None)
         glob = next((r for r in allows.get(c, ()) if not r.sources), None)
@@ -333,10 +365,13 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[
             wl_reason[c] = f"rule {bad.id} ({bad.target}): {reasons[bad.id]}"
         else:
             wl_reason[c] = ""
-    enforced_wl = frozenset(c for c, why in wl_reason.items() if not why)
+    ok = {c for c, why in wl_reason.items() if not why}
+    enforced_wl = frozenset(c for c in ok if ruleset.postures.get(c) is Posture.BLOCK)
+    audited_wl = frozenset(c for c in ok if ruleset.postures.get(c) is not Posture.BLOCK)
 
     expressed = [r for r in ruleset.rules if not reasons[r.id] and (
-        r.action is Action.BLOCK or (r.action is Action.ALLOW and r.category in enforced_wl))]
+        r.action is Action.BLOCK or (r.action is Action.ALLOW and r.category in ok)
+        or (r.action is Action.AUDIT and _audited_by_selinux(r)))]
 
     # 3. types: one per (original type, keys) of every labelled inode
     scopes = {p: _Scope(p) for p in sorted({s.path for r in expressed for s in r.sources})}
@@ -381,16 +416,23 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[
     w = _Writer(facts)
     ctx = _Ctx(facts, scopes, types, key_types, w)
     notes = _notes(ruleset, facts, scopes)
-    w.head(ruleset, reasons, wl_reason, notes)
+    w.head(ruleset, reasons, wl_reason, notes, {r.id for r in expressed})
     ctx.declare()
+    support = ctx.agent_support(agent_domain)
     denials: dict[tuple[str, str, str], list[Denial]] = {}
+    audits: dict[tuple[str, str, str], list[Denial]] = {}
     for r in expressed:
         if r.action is Action.BLOCK:
             ctx.block(r, denials)
-    for c in sorted(enforced_wl, key=lambda c: c.value):
+        elif r.action is Action.AUDIT:
+            ctx.audit(r, audits)
+    for c in sorted(ok, key=lambda c: c.value):
         for path in sorted({s.path for r in allows[c] for s in r.sources}):
-            ctx.whitelist(c, scopes[path], [r for r in allows[c] if any(s.path == path for s in r.sources)],
-                          denials)
+            mine = [r for r in allows[c] if any(s.path == path for s in r.sources)]
+            if c in enforced_wl:
+                ctx.whitelist(c, scopes[path], mine, denials)
+            else:
+                ctx.audit_whitelist(c, scopes[path], mine, audits)
 
     labels = tuple(
         Label(p, node_of[p].kind, node_of[p].context, _with_type(node_of[p].context, type_of[p]), type_of[p],
@@ -402,14 +444,17 @@ def plan(ruleset: RuleSet, facts: PolicyFacts, inv: Inventory, protected: tuple[
         files.setdefault(lab.type, []).append((lab.path, lab.ino))
     index = Index(
         denials={k: tuple(v) for k, v in sorted(denials.items())},
+        audits={k: tuple(v) for k, v in sorted(audits.items())},
         sources={**{s.domain: s.path for s in scopes.values()}, **{s.child: s.path for s in scopes.values()}},
         children=frozenset(s.child for s in scopes.values()),
         files={k: tuple(v) for k, v in sorted(files.items())},
     )
     statuses = tuple(_status(r, reasons[r.id], r in expressed, ruleset, wl_reason) for r in ruleset.rules)
+    notes += [f"the {c.value} audit posture of fromSource programs is audited by SELinux (auditallow)"
+              for c in sorted(audited_wl, key=lambda c: c.value)]
     paths = {r.id: tuple(sorted({n.path for n in covers.get(r.id, ())} | {s.path for s in r.sources}))
              for r in expressed}
-    return Plan(w.text(), labels, statuses, enforced_wl, index, tuple(notes), paths)
+    return Plan(w.text(), labels, statuses, enforced_wl, index, tuple(notes), paths, support, audited_wl)
 
 
 def _dynamic_problem(r: Rule, facts: PolicyFacts, inv: Inventory, covers: dict[int, list[Inode]]) -> str:
@@ -470,6 +515,10 @@ def _notes(rs: RuleSet, facts: PolicyFacts, scopes: dict[str, _Scope]) -> list[s
 def _status(rule: Rule, reason: str, expressed: bool, rs: RuleSet, wl_reason: dict[Category, str]) -> RuleStatus:
     if expressed:
         note = PROTOCOL_NOTES.get(rule.target.lower(), "") if rule.operation is Operation.NETWORK else ""
+        if rule.action is Action.AUDIT:
+            note = AUDITED
+        elif rule.action is Action.ALLOW and rs.postures.get(rule.category) is not Posture.BLOCK:
+            note = "the audit posture: SELinux audits what the whitelist misses (auditallow)"
         return RuleStatus(rule.id, rule.policy, "enforced", SELINUX, note)
     if rule.action is Action.BLOCK:
         return RuleStatus(rule.id, rule.policy, "audit-only", MONITOR, f"{reason}; reported as Audit (Block)")
@@ -539,13 +588,15 @@ class _Writer:
         else:
             self.out(stmt)
 
-    def head(self, rs: RuleSet, reasons: dict[int, str], wl: dict[Category, str], notes: list[str]) -> None:
+    def head(self, rs: RuleSet, reasons: dict[int, str], wl: dict[Category, str], notes: list[str],
+             expressed: set[int]) -> None:
         self.out(
             f"; Generated by karmor-host (SELinux enforcer) for policy '{self.facts.name}'. Installed with",
             f"; `semodule -i` as module {MODULE}; comments name rule ids. Do not edit.",
         )
         self.out(*(f"; note: {n}" for n in notes))
-        others = [(r, reasons[r.id]) for r in rs.rules if reasons[r.id] or r.action is Action.AUDIT]
+        others = [(r, reasons[r.id]) for r in rs.rules
+                  if r.id not in expressed and (reasons[r.id] or r.action is Action.AUDIT)]
         if others:
             self.out(f"; {len(others)} rule(s) are not in this module (the eBPF monitor reports them):")
             for r, why in others:
@@ -577,6 +628,19 @@ class _Ctx:
         self.w = w
         self.ours: set[str] = set(types) | {s.domain for s in scopes.values()} | {s.child for s in scopes.values()}
         self.file_classes = tuple(c for c in FILE_CLASSES if facts.has_class(c))
+
+    # --- the agent itself -------------------------------------------------------------------
+    def agent_support(self, domain: str) -> bool:
+        """The eBPF monitor attaches BPF programs to tracepoints through perf events; refpolicy
+        gives even its unconfined domains no `perf_event tracepoint` (Fedora's policy does).
+        The module grants the agent's own domain what that takes."""
+        have = self.facts.classes.get("perf_event", ())
+        perms = [p for p in AGENT_PERF if p in have]
+        if not domain or "tracepoint" not in perms:
+            return False
+        self.w.out("", f"; the agent ({domain}): what its eBPF monitor needs to attach to tracepoints")
+        self.w.optional([domain], f"(allow {domain} self (perf_event {_perms(perms)}))")
+        return True
 
     # --- declarations -----------------------------------------------------------------------
     def declare(self) -> None:
@@ -745,6 +809,34 @@ class _Ctx:
                 for s in scopes:
                     denials.setdefault((s.domain, s.domain, c), []).append(
                         Denial(frozenset({perm}), r.id, op, r.category))
+
+    def audit(self, r: Rule, audits: dict[tuple[str, str, str], list[Denial]]) -> None:
+        """An Audit rule as auditallow on its source domains (capabilities only, see
+        _audited_by_selinux)."""
+        cls, perm = _capability(r.target)
+        self.w.out("", f"; {r.id} {r.policy}: Audit Capabilities {r.target} from "
+                       f"{', '.join(s.path for s in r.sources)} ({r.file}:{r.line})")
+        for c in (cl for pair in CAP_CLASSES for cl in pair if pair[0] == cls):
+            if perm not in self.facts.classes.get(c, ()):
+                continue
+            for s in r.sources:
+                dom = self.scopes[s.path].domain
+                self.w.out(f"(auditallow {dom} self ({c} ({perm})))")
+                audits.setdefault((dom, dom, c), []).append(Denial(frozenset({perm}), r.id, r.operation, r.category))
+
+    def audit_whitelist(self, c: Category, scope: _Scope, allows: list[Rule],
+                        audits: dict[tuple[str, str, str], list[Denial]]) -> None:
+        """A capabilities whitelist with the audit posture: what it does not allow is audited."""
+        me = scope.domain
+        self.w.out("", f"; {c.value} whitelist of {scope.path} with the audit posture: rules "
+                       f"{', '.join(str(r.id) for r in allows)} allowed, everything else audited")
+        allowed = {_capability(r.target)[1] for r in allows}
+        for base, userns in CAP_CLASSES:
+            for cls in (base, userns):
+                perms = [p for p in self.facts.classes.get(cls, ()) if p not in allowed]
+                if perms:
+                    self.w.out(f"(auditallow {me} self ({cls} {_perms(perms)}))")
+                    audits.setdefault((me, me, cls), []).append(Denial(frozenset(perms), 0, Operation.CAPABILITIES, c))
 
     def whitelist(self, c: Category, scope: _Scope, allows: list[Rule],
                   denials: dict[tuple[str, str, str], list[Denial]]) -> None:

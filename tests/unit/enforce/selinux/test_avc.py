@@ -163,3 +163,27 @@ def test_what_karmor_did_not_deny_is_not_attributed():
     assert att.status == avc.UNATTRIBUTED
     granted = avc.parse(_line("read", "unconfined_t", lab.type, "file").replace("denied", "granted"))
     assert avc.attribute(granted, p.index).status == avc.IGNORED
+
+
+def test_a_granted_record_of_an_auditallow_rule_is_an_audit_alert():
+    from karmor_host.alerts.match import AUDIT
+    from tests.unit.enforce.selinux.helpers import ruleset_of
+
+    rs = ruleset_of("""\
+  capabilities:
+    matchCapabilities:
+    - capability: chown
+      fromSource:
+      - path: /usr/bin/ping
+  action: Audit
+""")
+    p = plan(rs, facts(), inventory_for(rs))
+    ping = _dom(p, "/usr/bin/ping")
+    rec = avc.parse(_line("chown", ping, ping, "capability", "capability=0").replace("denied", "granted"))
+    att = avc.attribute(rec, p.index)
+    assert att.status == avc.OURS and att.source == "/usr/bin/ping"
+    dec = avc.decision(rec, att, rs.by_id())
+    assert dec.action == AUDIT and dec.rule is rs.rules[0] and not dec.enforced
+    ev = avc.event_of(rec, att, avc.Proc())
+    assert ev.kind is EventKind.CAPABLE and ev.retval == 0 and ev.capability == 0
+    assert avc.data_text(rec, att).startswith("selinux=granted permission=chown")

@@ -310,3 +310,49 @@ def test_missing_source_is_reported():
     assert inv.get("/missing/cat").kind == MISSING
     p = plan(rs, facts(), inv)
     assert p.rules[0].mode == "audit-only" and "fromSource /missing/cat does not exist" in p.rules[0].reason
+
+
+def test_capability_audits_of_source_programs_are_auditallow_rules():
+    rs = ruleset_of("""\
+  capabilities:
+    matchCapabilities:
+    - capability: chown
+      fromSource:
+      - path: /usr/bin/ping
+      action: Audit
+    - capability: net_raw
+      fromSource:
+      - path: /usr/bin/cat
+      action: Allow
+""", {Category.CAPABILITIES: Posture.AUDIT})
+    p = plan(rs, facts(), inventory_for(rs))
+    chown = next(r for r in rs.rules if r.target == "chown")
+    modes = {r.target: next(s for s in p.rules if s.rule_id == r.id) for r in rs.rules}
+    assert modes["chown"].mode == "enforced" and "auditallow" in modes["chown"].reason
+    assert modes["net_raw"].mode == "enforced" and "audit posture" in modes["net_raw"].reason
+    doms = {src: d for d, src in p.index.sources.items() if d not in p.index.children}
+    ping, cat = doms["/usr/bin/ping"], doms["/usr/bin/cat"]
+    assert f"(auditallow {ping} self (capability (chown)))" in p.cil
+    assert p.index.lookup(ping, ping, "capability", "chown", granted=True).rule_id == chown.id
+    assert p.index.lookup(ping, ping, "capability", "chown") is None  # nothing is denied
+    # the audit posture: every other capability of cat is audited, as DefaultPosture
+    assert p.index.lookup(cat, cat, "capability", "sys_admin", granted=True).rule_id == 0
+    assert p.index.lookup(cat, cat, "capability", "net_raw", granted=True) is None
+    assert p.audited == {Category.CAPABILITIES} and not p.whitelists
+    assert "(constrain" not in p.cil
+
+
+def test_other_audit_rules_stay_with_the_monitor():
+    rs = ruleset_of("""\
+  action: Audit
+  network:
+    matchProtocols:
+    - protocol: udp
+      fromSource:
+      - path: /usr/bin/ping
+  file:
+    matchPaths:
+    - path: /etc/shadow
+""")
+    p = plan(rs, facts(), inventory_for(rs))
+    assert all(s.mode == "monitor" for s in p.rules) and not p.labels
