@@ -19,6 +19,11 @@ import tarfile
 from pathlib import Path
 
 KEEP = ("base", "getty", "unconfined", "xdg", "xserver")
+# What only virtme's guest needs: its kernel modules come from the host's root over 9p, which
+# keeps no labels (unlabeled_t), and the kernel's module autoload (nf_tables for the agent's
+# firewall, inet_diag for its monitor) runs as kernel_t. On a real host they are modules_object_t.
+GLUE = "karmorvm"
+GLUE_CIL = "(allow kernel_t unlabeled_t (system (module_load)))\n"
 STORE_DIR = "selinux-store"
 FACTS_DIR = "selinux-facts"  # the enforcer's policy facts for this store, read here, not under TCG
 FACT_TYPES = ("tmpfs_t", "unlabeled_t")  # the original types of the guest tests' files
@@ -40,9 +45,12 @@ def build(workdir: Path) -> Path:
         shutil.copytree(src, root / src.lstrip("/"), symlinks=True)
     modules = root / "var/lib/selinux/default/active/modules/100"
     drop = sorted(p.name for p in modules.iterdir() if p.name not in KEEP)
+    glue = workdir / f"{GLUE}.cil"
+    glue.write_text(GLUE_CIL)
     args = ["semodule", "-p", str(root), "-n", "-X", "100"]
     for name in drop:
         args += ["-r", name]
+    args += ["-X", "400", "-i", str(glue)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise StoreError(f"building the reduced SELinux store failed: {proc.stderr.strip()}")
