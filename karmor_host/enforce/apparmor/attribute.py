@@ -11,8 +11,10 @@ with the whitelists AppArmor enforces; nothing is inferred from a return code.
 
 - DENIED: the Block rules (and DefaultPosture of an enforced whitelist) that deny it, plus the
   other policies' Audit rules it meets, as the monitor would report them.
-- AUDIT: the Audit rules that audited it. Only for the operations the monitor also reports
-  (open, exec): AppArmor audits a later `getattr` of the same file too.
+- AUDIT: the Audit rules that audited it, or the DefaultPosture of a capability whitelist
+  whose posture is audit (render.py audits the capabilities no Allow rule names). Only for
+  the operations the monitor also reports (open, exec, capable): AppArmor audits a later
+  `getattr` of the same file too.
 - Anything else from our profiles -- a base line (change_profile to unconfined), ALLOWED --
   is classified, not alerted.
 """
@@ -27,14 +29,14 @@ from karmor_host.enforce.apparmor.records import AaRecord
 from karmor_host.enforce.apparmor.render import GLOBAL, PREFIX, Plan
 from karmor_host.kernel.events import Event, EventKind
 from karmor_host.kernel.proctable import Proc
-from karmor_host.policy.ruleset import RuleSet
+from karmor_host.policy.ruleset import RuleSet, category_of
 
 ALERT = "alert"  # decisions to report
 UNATTRIBUTED = "unattributed"  # our profile decided, but no rule explains it: counted, logged
 BASE = "base"  # a base line of our profiles (change_profile to unconfined)
 IGNORED = "ignored"  # not ours, or nothing to report (STATUS, ALLOWED, AUDIT of getattr ...)
 
-_AUDITED_OPERATIONS = frozenset({"open", "exec"})
+_AUDITED_OPERATIONS = frozenset({"open", "exec", "capable"})
 _WRITE_MASK = frozenset("wacdl")  # write, append, create, delete, link
 
 
@@ -128,7 +130,7 @@ class Attributor:
         sub = RuleSet(
             rules=tuple(r for r in ruleset.rules if r.id in carried),
             postures=ruleset.postures,
-            whitelists=plan.whitelists,
+            whitelists=plan.whitelists | plan.audited,
             policies=ruleset.policies,
         )
         self.plan = plan
@@ -159,7 +161,9 @@ class Attributor:
             if not any(d.action == BLOCK for d in decisions):
                 return Attribution(UNATTRIBUTED, event, reason="no rule of this profile denies it")
         else:
-            decisions = [d for d in decisions if d.action != BLOCK and d.rule is not None]
+            # Audit rules, and the misses of a whitelist whose posture AppArmor audits
+            decisions = [d for d in decisions if d.action != BLOCK
+                         and (d.rule is not None or category_of(d.operation) in self.plan.audited)]
             if not decisions:
                 return Attribution(UNATTRIBUTED, event, reason="no Audit rule of this profile audits it")
         return Attribution(ALERT, event, tuple(decisions))

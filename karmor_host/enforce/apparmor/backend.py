@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from karmor_host.enforce.apparmor.render import ABI, GLOBAL, PREFIX
+from karmor_host.enforce.apparmor.render import ABI, GLOBAL, LOADER_PREFIX, PREFIX
 from karmor_host.errors import EnforcerError
 
 SECURITYFS = Path("/sys/kernel/security/apparmor")
@@ -34,7 +34,7 @@ STATE_FILE = "state.json"
 PARSER_TIMEOUT_S = 300  # a large rule set under QEMU's emulation takes a while to compile
 _SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"
 
-Runner = Callable[[Sequence[str], Callable[[int], None]], subprocess.CompletedProcess]
+Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
 
 
 def find_parser() -> str:
@@ -44,19 +44,9 @@ def find_parser() -> str:
     return found
 
 
-def run(cmd: Sequence[str], started: Callable[[int], None] = lambda pid: None) -> subprocess.CompletedProcess:
-    """Run one command; `started` learns its pid (AppArmor's STATUS records name the loader's
-    pid, which is how our own loads are told from someone else's)."""
-    with subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as proc:
-        started(proc.pid)
-        try:
-            out, err = proc.communicate(timeout=PARSER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
-    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+def run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=PARSER_TIMEOUT_S, check=False)
 
 
 def is_ours(name: str) -> bool:
@@ -92,7 +82,7 @@ class Backend:
     parser: str = ""
     securityfs: Path = SECURITYFS
     runner: Runner = run
-    parser_pids: deque[int] = field(default_factory=lambda: deque(maxlen=64))  # our loader runs
+    runs: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=64))  # our parser runs (ns)
 
     def __post_init__(self) -> None:
         self.parser = self.parser or find_parser()
@@ -113,10 +103,13 @@ class Backend:
 
     def _parser(self, args: Sequence[str], what: str) -> subprocess.CompletedProcess:
         cmd = [self.parser, *args]
+        start = time.time_ns()
         try:
-            proc = self.runner(cmd, self.parser_pids.append)
+            proc = self.runner(cmd)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EnforcerError(f"AppArmor: {what}: {' '.join(cmd)}: {exc}") from None
+        finally:
+            self.runs.append((start, time.time_ns()))
         if proc.returncode != 0:
             raise EnforcerError(
                 f"AppArmor: {what} failed (apparmor_parser exit {proc.returncode}):\n{_first_lines(proc.stderr)}")
@@ -141,13 +134,20 @@ class Backend:
     def unload(self, names: Iterable[str]) -> list[str]:
         """Remove the named profiles that are loaded; returns the names removed.
 
-        karmor-global goes in a run of its own, after the others: the parser itself runs
-        confined by it (it was started after karmor-global was loaded), and once its own
-        profile is gone the kernel refuses it the removals that follow ("not privileged for
-        target profile"); within one run the parser does not keep the file's order."""
+        The parser runs confined by a profile of ours (it was started after they were loaded):
+        the loader profile when there is one, else karmor-global. Once the profile confining
+        it is gone, the kernel refuses it the removals that follow ("not privileged for target
+        profile"), and within one run the parser does not keep the file's order. So removal
+        goes in runs: the source profiles, then karmor-global (its whitelist, if any, never
+        held the loader), then the loader profile."""
         loaded = self.loaded()
         gone = sorted(n for n in set(names) if n in loaded)
-        for batch in ([n for n in gone if n != GLOBAL], [n for n in gone if n == GLOBAL]):
+        stages = (
+            [n for n in gone if n != GLOBAL and not n.startswith(LOADER_PREFIX)],
+            [n for n in gone if n == GLOBAL],
+            [n for n in gone if n.startswith(LOADER_PREFIX)],
+        )
+        for batch in stages:
             if not batch:
                 continue
             path = self._prepare(removal_text(batch), "remove.apparmor")
@@ -164,6 +164,11 @@ class Backend:
         except OSError as exc:
             raise EnforcerError(f"AppArmor: cannot list loaded profiles: {exc}") from None
         return parse_profiles_list(text)
+
+    def ran_at(self, ts_ns: int, slack_ns: int = 1_000_000_000) -> bool:
+        """Whether one of our parser runs was going on at `ts_ns` (an audit record's time,
+        which has millisecond precision)."""
+        return any(start - slack_ns <= ts_ns <= end + slack_ns for start, end in self.runs)
 
     def ours(self) -> dict[str, str]:
         return {n: m for n, m in self.loaded().items() if is_ours(n)}

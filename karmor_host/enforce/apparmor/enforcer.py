@@ -115,7 +115,7 @@ class AppArmorEnforcer:
         if self.plan is None:
             return False
         if rule is None:
-            return category in self.plan.whitelists
+            return category in self.plan.whitelists | self.plan.audited
         return self._by_rule.get(rule.id) == APPARMOR
 
     def reported(self) -> frozenset[int]:
@@ -276,7 +276,7 @@ class AppArmorEnforcer:
         return [EnforcerAlert(att.event, d, data) for d in att.decisions]
 
     def _status_record(self, rec: AaRecord) -> None:
-        if rec.operation in _OWN_PROFILE_OPS and is_ours(rec.name) and rec.pid not in self.backend.parser_pids:
+        if rec.operation in _OWN_PROFILE_OPS and is_ours(rec.name) and not self.backend.ran_at(rec.ts_ns):
             self.counts["foreign_changes"] += 1
             _log.warning("apparmor_profile_changed_elsewhere", profile=rec.name, operation=rec.operation,
                          pid=rec.pid, comm=rec.comm)

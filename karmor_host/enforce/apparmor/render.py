@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from karmor_host.alerts.names import CAPABILITIES
 from karmor_host.enforce.apparmor import aare
 from karmor_host.enforce.base import RuleStatus
 from karmor_host.policy.ruleset import Action, Category, Operation, Posture, Rule, RuleSet, TargetKind
@@ -57,6 +58,8 @@ _BASE: tuple[tuple[Category | None, str], ...] = (
     (None, "audit deny change_profile -> unconfined,"),
 )
 
+ALL_CAPABILITIES = tuple(CAPABILITIES[n] for n in sorted(CAPABILITIES))
+
 # AppArmor on the kernels we target mediates a socket's family and type, not its protocol.
 _NETWORK: dict[str, tuple[str, ...]] = {
     "all": ("",),
@@ -69,6 +72,8 @@ _NETWORK: dict[str, tuple[str, ...]] = {
     "rdm": ("rdm",),
     "packet": ("packet",),
 }
+CAPABILITY_NOTE = ("AppArmor records a capability once per profile and CPU until another profile's "
+                   "capability record comes between (its duplicate elimination)")
 _NETWORK_NOTES = {
     "tcp": "as inet/inet6 stream sockets: also SCTP one-to-one sockets; raw TCP sockets are not covered",
     "udp": "as inet/inet6 dgram sockets: also ICMP ping sockets; raw UDP sockets are not covered",
@@ -95,6 +100,7 @@ class Plan:
     rules: tuple[RuleStatus, ...]  # one line per rule of the rule set, in its order
     whitelists: frozenset[Category]  # whitelists AppArmor enforces (posture block)
     notes: tuple[str, ...] = ()
+    audited: frozenset[Category] = frozenset()  # whitelists whose misses AppArmor audits (posture audit)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -136,9 +142,6 @@ def why_not(rule: Rule) -> str:
     if rule.action is Action.AUDIT and rule.operation is Operation.NETWORK:
         return ("an AppArmor audit network rule records every send and receive on such sockets, "
                 "not only their creation: the eBPF monitor reports this rule")
-    if rule.action is Action.AUDIT and rule.operation is Operation.CAPABILITIES:
-        return ("AppArmor records a capability once per profile and CPU (duplicate elimination): "
-                "the eBPF monitor reports this rule")
     if rule.kind is TargetKind.PATTERN and not aare.anchored(rule.target):
         return "the pattern matches no absolute path (it starts with neither / nor **)"
     return ""
@@ -175,17 +178,24 @@ def render(ruleset: RuleSet, loader: str = DEFAULT_LOADER) -> Plan:
         c for c in ruleset.whitelists
         if ruleset.postures.get(c) is Posture.BLOCK and not any(reasons[r.id] for r in allows.get(c, ()))
     )
+    # With posture audit, capabilities are the one category whose misses AppArmor can audit
+    # exactly: the set of capabilities is finite, so "the rest" is a list of audit lines.
+    audited_wl = frozenset(c for c in ruleset.whitelists & {Category.CAPABILITIES}
+                           if ruleset.postures.get(c) is not Posture.BLOCK)
 
     def has_lines(r: Rule) -> bool:
         if reasons[r.id]:
             return False
-        return r.action is not Action.ALLOW or r.category in enforced_wl
+        return r.action is not Action.ALLOW or r.category in enforced_wl | audited_wl
 
-    def restricted(source: str) -> frozenset[Category]:
+    def confined(source: str, categories: frozenset[Category]) -> frozenset[Category]:
         return frozenset(
-            c for c in enforced_wl
+            c for c in categories
             if any(not r.sources or (source and any(s.path == source for s in r.sources)) for r in allows[c])
         )
+
+    def restricted(source: str) -> frozenset[Category]:
+        return confined(source, enforced_wl)
 
     candidates = [r for r in ruleset.rules if has_lines(r)]
     names = profile_names(s.path for r in candidates for s in r.sources)
@@ -209,7 +219,8 @@ def render(ruleset: RuleSet, loader: str = DEFAULT_LOADER) -> Plan:
     profiles = []
     notes = []
     if any(not r.sources for r in expressed):
-        profiles.append(_profile(GLOBAL, "", [r for r in expressed if not r.sources], limits[""]))
+        profiles.append(_profile(GLOBAL, "", [r for r in expressed if not r.sources], limits[""],
+                                 audited=confined("", audited_wl)))
         if limits[""] and loader and loader not in names:
             name = LOADER_PREFIX + slug(loader)
             kept = [r for r in expressed if not r.sources and r.action is not Action.ALLOW]
@@ -223,26 +234,31 @@ def render(ruleset: RuleSet, loader: str = DEFAULT_LOADER) -> Plan:
             spelled.setdefault(s.path, set()).add(s.original)
     for src, name in sorted(names.items(), key=lambda kv: kv[1]):
         mine = [r for r in expressed if not r.sources or any(s.path == src for s in r.sources)]
-        profiles.append(_profile(name, src, mine, limits[src], sorted(spelled[src] - {src})))
+        profiles.append(_profile(name, src, mine, limits[src], sorted(spelled[src] - {src}),
+                                 audited=confined(src, audited_wl)))
 
-    lines = tuple(_status(r, reasons[r.id] or demoted.get(r.id, ""), r in expressed, ruleset, enforced_wl)
+    lines = tuple(_status(r, reasons[r.id] or demoted.get(r.id, ""), r in expressed, ruleset)
                   for r in ruleset.rules)
     if any(p.source == "" for p in profiles):
         notes.insert(0, f"{GLOBAL} confines every program started from now on that no more specific profile "
                         "claims; programs already running stay unconfined until they are restarted")
-    return Plan(tuple(profiles), lines, enforced_wl, tuple(notes))
+    return Plan(tuple(profiles), lines, enforced_wl, tuple(notes), audited_wl)
 
 
-def _status(rule: Rule, reason: str, expressed: bool, rs: RuleSet, enforced_wl: frozenset[Category]) -> RuleStatus:
+def _status(rule: Rule, reason: str, expressed: bool, rs: RuleSet) -> RuleStatus:
     if expressed:
         note = _NETWORK_NOTES.get(rule.target.lower(), "") if rule.operation is Operation.NETWORK else ""
+        if rule.operation is Operation.CAPABILITIES and rule.action is not Action.BLOCK:
+            note = CAPABILITY_NOTE
+        if rule.action is Action.ALLOW and rs.postures.get(rule.category) is not Posture.BLOCK:
+            note = "default posture audit: AppArmor audits every capability no Allow rule names; " + note
         return RuleStatus(rule.id, rule.policy, "enforced", APPARMOR, note)
     if rule.action is Action.BLOCK:
         return RuleStatus(rule.id, rule.policy, "audit-only", MONITOR, f"{reason}; reported as Audit (Block)")
     if rule.action is Action.AUDIT:
         return RuleStatus(rule.id, rule.policy, "monitor", MONITOR, reason)
     category = rule.category
-    if category is not None and rs.postures.get(category) is not Posture.BLOCK:
+    if category is not None and rs.postures.get(category) is not Posture.BLOCK and not reason:
         return RuleStatus(rule.id, rule.policy, "monitor", MONITOR,
                           "default posture audit: the eBPF monitor reports what the whitelist misses "
                           "(AppArmor's complain mode would also switch off Block rules)")
@@ -255,7 +271,8 @@ def _status(rule: Rule, reason: str, expressed: bool, rs: RuleSet, enforced_wl: 
 
 
 def _profile(name: str, source: str, rules: list[Rule], restricted: frozenset[Category],
-             spellings: Iterable[str] = (), comment: str = "") -> Profile:
+             spellings: Iterable[str] = (), comment: str = "",
+             audited: frozenset[Category] = frozenset()) -> Profile:
     attachment = aare.literal(source) if source else "/**"
     body = [f"# fromSource {', '.join(spellings)} is {source} here (symlinks resolved)"] if spellings else []
     if comment:
@@ -271,6 +288,13 @@ def _profile(name: str, source: str, rules: list[Rule], restricted: frozenset[Ca
         body.append(f"  # {rule.id} {rule.policy}: {rule.action.value} {rule.operation.value} "
                     f"{target}{_flag_text(rule)} ({rule.file}:{rule.line})")
         body.extend(f"  {text}" for text in rule_lines(rule))
+    if Category.CAPABILITIES in audited:
+        named = {r.target.lower().removeprefix("cap_") for r in rules
+                 if r.operation is Operation.CAPABILITIES and r.action is Action.ALLOW}
+        rest = [c for c in ALL_CAPABILITIES if c not in named]
+        body.append("")
+        body.append("  # default posture audit: the capabilities no Allow rule here names")
+        body.extend(f"  audit capability {c}," for c in rest)
     body.append("}")
     return Profile(name, source, attachment, restricted, tuple(r.id for r in rules), "\n".join(body) + "\n")
 

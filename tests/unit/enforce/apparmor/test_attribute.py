@@ -154,3 +154,13 @@ def test_rules_apparmor_does_not_carry_are_never_attributed():
 def test_open_flags_from_masks():
     assert open_flags("r") == 0 and open_flags("w") == 0o1 and open_flags("rw") == 0o2
     assert open_flags("wc") == 0o101 and open_flags("a") == 0o2001 and open_flags("d") == 0o1
+
+
+def test_capability_misses_of_an_audit_posture_whitelist_are_default_posture_audits():
+    rs = fixture_ruleset("whitelist-audit")
+    a = _attributor(rs)
+    rec = _rec("AUDIT", "capable", "karmor-src-usr.sbin.daemon", 'pid=5 comm="d" capability=0  capname="chown"')
+    att = a.attribute(rec)
+    assert att.status == ALERT and _policies(att) == [(DEFAULT_POSTURE, AUDIT)] and att.event.retval == 0
+    # File misses of the same whitelist are the monitor's (an AUDIT record there is not ours).
+    assert a.attribute(_file("AUDIT", "karmor-src-usr.sbin.daemon", "/etc/hostname", "r")).status == UNATTRIBUTED

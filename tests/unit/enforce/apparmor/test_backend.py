@@ -22,10 +22,10 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def __call__(self, cmd, started):
+    def __call__(self, cmd):
         self.calls.append(list(cmd))
         if "-Q" in cmd:
-            return be.run(cmd, started)
+            return be.run(cmd)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     def kernel_calls(self) -> list[list[str]]:
@@ -70,10 +70,10 @@ def test_load_checks_then_loads_exactly_the_checked_file(tmp_path, securityfs):
 
 
 def test_parser_failure_at_load_keeps_the_previous_file(tmp_path, securityfs):
-    def refuse_load(cmd, started):
+    def refuse_load(cmd):
         if "-r" in cmd:
             return subprocess.CompletedProcess(cmd, 1, "", "apparmor_parser: Unable to replace \"x\". Permission denied")
-        return be.run(cmd, started)
+        return be.run(cmd)
 
     b = _backend(tmp_path, securityfs, refuse_load)
     b.state_dir.mkdir(parents=True)
@@ -94,16 +94,24 @@ def test_listing_and_removing_only_our_loaded_profiles(tmp_path, securityfs):
     assert b.unload(["karmor-src-not-loaded"]) == [] and len(rec.kernel_calls()) == 2
 
 
-def test_karmor_global_is_removed_in_a_run_of_its_own_after_the_others(tmp_path, securityfs):
+def test_removal_runs_sources_then_global_then_the_loader(tmp_path, securityfs):
+    """The parser runs under the loader profile (or karmor-global): each removal run must leave
+    the profile confining it for the last run."""
+    (securityfs / "profiles").write_text(
+        "karmor-global (enforce)\nkarmor-src-x y (enforce)\nkarmor-loader-usr.sbin.apparmor_parser (enforce)\n")
     seen: list[str] = []
 
-    def runner(cmd, started):
+    def runner(cmd):
         seen.append(Path(cmd[-1]).read_text())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    _backend(tmp_path, securityfs, runner).unload(["karmor-global", "karmor-src-x y"])
-    assert len(seen) == 2 and "karmor-src-x y" in seen[0] and "karmor-global" not in seen[0]
-    assert "karmor-global" in seen[1] and "karmor-src" not in seen[1]
+    b = _backend(tmp_path, securityfs, runner)
+    b.unload(["karmor-global", "karmor-src-x y", "karmor-loader-usr.sbin.apparmor_parser"])
+    assert len(seen) == 3
+    assert "karmor-src-x y" in seen[0] and "karmor-global" not in seen[0] and "loader" not in seen[0]
+    assert "karmor-global" in seen[1] and "karmor-src" not in seen[1] and "loader" not in seen[1]
+    assert "karmor-loader" in seen[2] and "karmor-global" not in seen[2]
+    assert len(b.runs) == 3 and all(start <= end for start, end in b.runs)
 
 
 def test_removal_file_names_profiles_the_parser_accepts(tmp_path):

@@ -33,11 +33,10 @@ class StandInKernel:
     def names(self) -> list[str]:
         return [line.rsplit(" (", 1)[0] for line in self.profiles.read_text().splitlines()]
 
-    def __call__(self, cmd, started):
+    def __call__(self, cmd):
         self.calls.append(list(cmd))
-        started(4242)
         if "-Q" in cmd:
-            return be.run(cmd, started)
+            return be.run(cmd)
         names = _NAME.findall(Path(cmd[-1]).read_text())
         have = self.names()
         if "-r" in cmd:
@@ -153,9 +152,9 @@ def test_base_denials_unattributed_and_foreign_profile_changes_are_counted(world
         _line('apparmor="DENIED" operation="open" profile="karmor-global" name="/etc/motd" pid=50 comm="cat" '
               'requested_mask="r" denied_mask="r" fsuid=0 ouid=0'),
         _line('apparmor="STATUS" operation="profile_remove" profile="unconfined" name="karmor-global" pid=999 '
-              'comm="apparmor_parser"'),
+              'comm="apparmor_parser"', ts="1000000000.000:7"),  # long before any run of ours
         _line('apparmor="STATUS" operation="profile_replace" profile="unconfined" name="karmor-global" pid=4242 '
-              'comm="apparmor_parser"'),
+              'comm="apparmor_parser"', ts=f"{enf.backend.runs[-1][0] // 10**9}.500:8"),  # during our apply
     ])
     assert (enf.counts["base_denials"], enf.counts["unattributed"], enf.counts["foreign_changes"]) == (1, 1, 1)
 

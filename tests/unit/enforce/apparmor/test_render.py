@@ -94,10 +94,12 @@ def test_audit_rules_in_apparmor_only_where_an_audit_line_is_exact():
     assert 'audit other "/tmp/**" pux,' in text
     modes = {r.target: _status(plan, rs, r.target)[1] for r in rs.rules}
     assert modes["packet"].by == MONITOR and "every send and receive" in modes["packet"].reason
-    assert modes["sys_ptrace"].by == MONITOR and "once per profile and CPU" in modes["sys_ptrace"].reason
+    # The monitor sees capabilities only from Linux 6.14: AppArmor audits them, and says how often.
+    assert modes["sys_ptrace"].by == APPARMOR and "once per profile and CPU" in modes["sys_ptrace"].reason
+    assert "audit capability sys_ptrace," in plan.profile("karmor-src-usr.bin.gdb").text
     assert modes["init_module"].by == MONITOR and modes["init_module"].mode == "monitor"
-    # The monitor-only rules add no profile of their own.
-    assert plan.names == (GLOBAL,)
+    # The monitor-only rules add no profile of their own (tcpdump's packet audit).
+    assert plan.names == (GLOBAL, "karmor-src-usr.bin.gdb")
 
 
 def test_block_posture_whitelist_grants_only_its_allow_rules():
@@ -120,12 +122,18 @@ def test_block_posture_whitelist_grants_only_its_allow_rules():
     assert passwd.by == MONITOR and "karmor-src-usr.sbin.daemon" in passwd.reason
 
 
-def test_audit_posture_whitelist_is_left_to_the_monitor():
+def test_audit_posture_whitelists_file_and_network_to_the_monitor_capabilities_audited():
     rs = fixture_ruleset("whitelist-audit")
     plan = render(rs)
-    assert plan.whitelists == frozenset()
-    allows = [s for s in plan.rules if s.policy == "daemon-whitelist"]
-    assert allows and all(s.mode == "monitor" and "complain mode" in s.reason for s in allows)
+    assert plan.whitelists == frozenset() and plan.audited == {Category.CAPABILITIES}
+    allows = {r.target: _status(plan, rs, r.target)[1] for r in rs.rules if r.policy == "daemon-whitelist"}
+    cap = allows.pop("net_bind_service")
+    assert cap.by == APPARMOR and "audits every capability no Allow rule names" in cap.reason
+    assert allows and all(s.mode == "monitor" and "complain mode" in s.reason for s in allows.values())
+    daemon = plan.profile("karmor-src-usr.sbin.daemon").text
+    assert "  capability,\n" in daemon  # nothing is denied
+    assert "audit capability chown," in daemon and "audit capability net_bind_service," not in daemon
+    assert "audit capability" not in plan.profile(GLOBAL).text  # the whitelist confines the daemon only
     _, passwd = _status(plan, rs, "/etc/passwd")
     assert passwd.by == APPARMOR  # no whitelist in force: an audit line is exact again
 
