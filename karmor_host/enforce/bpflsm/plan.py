@@ -306,6 +306,8 @@ class _Builder:
                     f"{cat.value} whitelist: default posture ({posture.value}) applied by the eBPF monitor, "
                     f"not the kernel: Allow rule(s) {ids} are not in the kernel, which would deny what they allow"
                 )
+                # the whole whitelist stays with the monitor; its Allow rules mean nothing in the kernel
+                self.withdraw({r.id for r in allows if r.id in self.kernel}, cat)
                 continue
             kernel_postures.add(cat)
             everyone = any(not r.sources for r in allows)
@@ -320,6 +322,18 @@ class _Builder:
                         per_source[s] = per_source.get(s, 0) | _CATEGORY_BIT[cat]
         self.plan.kernel_postures = frozenset(kernel_postures)
         return per_source
+
+    def withdraw(self, ids: set[int], cat: Category) -> None:
+        for table in (self.plan.files, self.plan.dirs, self.plan.codes):
+            for key in list(table):
+                table[key] = [r for r in table[key] if r.rule_id not in ids]
+                if not table[key]:
+                    del table[key]
+        self.kernel -= ids
+        for rid in ids:
+            old = self.statuses[rid]
+            self.statuses[rid] = RuleStatus(rid, old.policy, "audit-only", MONITOR,
+                                            f"the {cat.value} whitelist is applied by the eBPF monitor (see notes)")
 
     # -- the agent's own files -----------------------------------------------------------
 
