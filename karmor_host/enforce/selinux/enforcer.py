@@ -14,6 +14,7 @@ remove()
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import sys
@@ -62,6 +63,7 @@ def agent_protection(config: Config | None) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 def read_proc(pid: int, root: Path = Path("/proc")) -> avc.Proc:
+    """What /proc says about the process now (empty when it is gone)."""
     base = root / str(pid)
     values: dict[str, Any] = {}
     try:
@@ -301,6 +303,14 @@ class SELinuxEnforcer:
                     out.append(alert)
         return out
 
+    def _find(self, rec: avc.AvcRecord, plan: Plan) -> str:
+        """The path of a file the record names by its last component only (inode checks): a
+        file karmor did not label itself, created since in a labelled directory, is found in
+        the directories that hold files of its type."""
+        paths = [p for p, _ in plan.index.files.get(rec.ttype, ())]
+        dirs = {p for p in paths if os.path.isdir(p)} | {os.path.dirname(p) for p in paths}
+        return _find_in(dirs, rec.name, rec.ino) or rec.name
+
     def handle_record(self, rec: avc.AvcRecord) -> EnforcerAlert | None:
         plan = self.plan
         if self._previous is not None and rec.ts_ns and rec.ts_ns < self._previous[0]:
@@ -329,11 +339,25 @@ class SELinuxEnforcer:
         if len(self._recent) > 4096:
             horizon = rec.ts_ns - DUPLICATE_WINDOW_NS
             self._recent = {k: t for k, t in self._recent.items() if t >= horizon}
+        if not att.target.startswith("/") and rec.tclass != "process":
+            att = dataclasses.replace(att, target=self._find(rec, plan))
         proc = read_proc(rec.pid, self.proc_root) if rec.pid else avc.Proc()
         event = avc.event_of(rec, att, proc)
         self.counts["alerts"] += 1
         return EnforcerAlert(event, dec, avc.data_text(rec, att))
 
+
+
+def _find_in(dirs: set[str], name: str, ino: int) -> str:
+    for d in sorted(dirs):
+        cand = os.path.join(d, name)
+        try:
+            st = os.lstat(cand)
+        except OSError:
+            continue
+        if not ino or st.st_ino == ino:
+            return cand
+    return ""
 
 
 def cleanup(paths: Paths | None = None) -> list[str]:

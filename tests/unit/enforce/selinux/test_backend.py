@@ -144,3 +144,15 @@ def test_files_created_in_a_relabelled_directory_get_its_original_type_back(tmp_
     assert fake.labels[str(deeper)] == "system_u:object_r:etc_t:s0"
     assert fake.labels[str(d / "sub")] == karmor  # the next plan labels it
     assert fake.labels[str(foreign)] == "system_u:object_r:admin_t:s0"  # not karmor's
+
+
+def test_a_file_named_by_its_last_component_is_found_by_inode(tmp_path):
+    from karmor_host.enforce.selinux.enforcer import _find_in
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "new").write_text("")
+    (tmp_path / "b" / "new").write_text("")
+    ino = os.lstat(tmp_path / "b" / "new").st_ino
+    assert _find_in({str(tmp_path / "a"), str(tmp_path / "b")}, "new", ino) == str(tmp_path / "b" / "new")
+    assert _find_in({str(tmp_path / "a")}, "gone", 0) == ""
