@@ -95,8 +95,23 @@ def contexts(root: Path) -> dict[str, str]:
     return {str(p): selinux.lgetfilecon_raw(str(p))[1] for p in sorted(root.rglob("*")) if "state" not in p.parts}
 
 
+SCENARIOS: list[dict] = []  # enforcement-matrix.jsonl rows, written once SELinux is permissive again
+
+
+def scenario(name: str, effect: str, alert: EnforcerAlert | None = None) -> None:
+    """A verified scenario for docs/enforcement-matrix.md (tools/gen-enforcement-matrix.py)."""
+    rec = None
+    if alert is not None:
+        d = alert.decision
+        rec = {"PolicyName": d.policy_name, "Action": d.action, "Enforcer": SELINUX,
+               "Result": "Passed" if alert.event.retval == 0 else
+               ("Operation not permitted" if alert.event.retval == -errno.EPERM else "Permission denied")}
+    SCENARIOS.append({"backend": "SELinux", "scenario": name, "effect": effect, "alert": rec,
+                      "kernel": os.uname().release})
+
+
 @pytest.fixture(scope="module")
-def lab():
+def lab(vm_out):
     """A labelled tmpfs with the programs and files of the tests; SELinux enforcing meanwhile."""
     assert Path("/sys/fs/selinux/enforce").exists(), "no SELinux policy loaded (setup-selinux.sh)"
     LAB.mkdir(parents=True, exist_ok=True)
@@ -115,6 +130,9 @@ def lab():
     Path("/sys/fs/selinux/enforce").write_text("1")
     yield LAB
     Path("/sys/fs/selinux/enforce").write_text("0")
+    with open(vm_out / "enforcement-matrix.jsonl", "a", encoding="utf-8") as f:
+        for row in SCENARIOS:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
     subprocess.run(["umount", "-l", str(LAB)], check=False)
 
 
@@ -306,6 +324,10 @@ def test_a_recursive_directory_rule_covers_files_at_any_depth_and_new_ones(appli
     assert run("cat", LAB / "conf" / "a").returncode == 0
     hits = alerts.until(lambda a: a.event.path == f"{LAB}/conf/sub/b")
     assert hits and hits[0].decision.rule.id == rule_of(rs, f"{LAB}/conf/").id
+    new = alerts.until(lambda a: a.event.path == f"{LAB}/conf/sub/new")
+    assert new and new[0].decision.rule.id == rule_of(rs, f"{LAB}/conf/").id
+    scenario("recursive directory rule (fromSource): a file created after the apply takes the directory's "
+             "type and is covered", "EACCES", new[0])
 
 
 def test_global_rules_hold_for_unconfined_domains_too(applied, alerts):
@@ -320,6 +342,8 @@ def test_global_rules_hold_for_unconfined_domains_too(applied, alerts):
     assert hits[0].event.flags & os.O_WRONLY
     hits = alerts.until(lambda a: a.event.path == f"{LAB}/global-secret")
     assert hits and hits[0].decision.rule.id == rule_of(rs, f"{LAB}/global-secret").id
+    scenario("rule without fromSource against an unconfined domain (kernel_t): a constraint, not an allow rule",
+             "EACCES", hits[0])
 
 
 def test_process_rules_deny_exec_by_the_parent_named_and_globally(applied, alerts):
@@ -384,6 +408,8 @@ def test_unlabelable_files_stay_with_the_monitor(enforcer, applied):
     assert run("cat", UNLABELLED).returncode == 0
     assert UNLABELLED not in {lab.path for lab in enforcer.plan.labels}
     assert enforcer.counts["unattributed"] == 0
+    scenario("Block rule on a file of a file system without labels (the guest's 9p root): reported audit-only, "
+             "left to the eBPF monitor", "allowed")
 
 
 def test_alerts_reach_journald_with_the_enforcer_and_rule(applied, alerts):
@@ -423,6 +449,8 @@ def test_replace_moves_labels_and_enforcement(enforcer, applied, alerts, before)
     for name in ("secret", "hosts", "global-secret", "conf/a", "bin/ktrue", "bin/kpy"):
         assert now[f"{LAB}/{name}"] == was[f"{LAB}/{name}"], name  # restored: no rule needs them now
     assert ":karmor_" in now[f"{LAB}/other"] and ":karmor_" in now[f"{BIN}/kcat"]
+    scenario("replacing the rule set: files no rule names any more get their original labels back before "
+             "the new module replaces the old", "old rule gone, new rule enforced")
 
 
 def test_remove_leaves_the_store_and_labels_as_they_were(enforcer, before, lab):
@@ -439,3 +467,5 @@ def test_remove_leaves_the_store_and_labels_as_they_were(enforcer, before, lab):
     assert after_labels[f"{LAB}/conf/sub/new"] == labels_before[f"{LAB}/conf/sub"]
     assert {p: c for p, c in after_labels.items() if p in labels_before} == labels_before
     assert run(BIN / "kcat", LAB / "other").returncode == 0
+    scenario("removing the module: every label restored (files created meanwhile get the directory's original "
+             "type), then semodule -r; the policy store is byte for byte what it was", "as before")
