@@ -96,6 +96,24 @@ struct {
 	__uint(max_entries, 16384);
 } lsm_srcdirs __weak SEC(".maps");
 
+/* Per task: the fromSource scopes its executable is in, for one rule set (generation), so that
+ * the executable is looked up once, not at every access. */
+struct klsm_task_scopes {
+	__u64 exe; /* the struct file * they were found for */
+	__u32 generation;
+	__u32 nscopes;
+	__u32 scope[KARMOR_LSM_SCOPES];
+	__u32 confine;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct klsm_task_scopes);
+} lsm_task_scopes __weak SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 21);

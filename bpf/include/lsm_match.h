@@ -180,10 +180,12 @@ static __always_inline void match__file_key(struct karmor_lsm_file_key *k, struc
 static __always_inline void match__scopes(struct klsm_walk *w, const struct karmor_lsm_cfg *cfg,
 					  __u32 opflags, struct task_struct *task)
 {
+	struct klsm_task_scopes *cache;
 	struct file *exe;
 	struct dentry *d;
 	struct karmor_lsm_scope *s;
 	struct karmor_lsm_file_key k = {};
+	__u32 base, i;
 
 	if (opflags & KARMOR_LSM_F_GLOBAL) {
 		w->c.scope[0] = 0;
@@ -196,20 +198,48 @@ static __always_inline void match__scopes(struct klsm_walk *w, const struct karm
 	exe = BPF_CORE_READ(task, mm, exe_file);
 	if (!exe)
 		return; /* an unknown executable is in no fromSource scope */
+	base = w->c.nscopes;
+	cache = bpf_task_storage_get(&lsm_task_scopes, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (cache && cache->exe == (__u64)exe && cache->generation == cfg->generation) {
+		for (i = 0; i < KARMOR_LSM_SCOPES; i++) {
+			struct karmor_lsm_scope one = { .scope = cache->scope[i] };
+
+			if (i >= cache->nscopes)
+				break;
+			match__add_scope(&w->c, &one);
+		}
+		w->c.confine |= cache->confine;
+		goto done;
+	}
 	d = BPF_CORE_READ(exe, f_path.dentry);
 	walk__start(w, d, BPF_CORE_READ(exe, f_path.mnt));
-	if (!walk__up(w))
-		return;
-	if (cfg->flags & KARMOR_LSM_C_SOURCES) {
-		match__file_key(&k, w, d);
-		s = bpf_map_lookup_elem(&lsm_srcs, &k);
-		if (s)
-			match__add_scope(&w->c, s);
+	if (walk__up(w)) {
+		if (cfg->flags & KARMOR_LSM_C_SOURCES) {
+			match__file_key(&k, w, d);
+			s = bpf_map_lookup_elem(&lsm_srcs, &k);
+			if (s)
+				match__add_scope(&w->c, s);
+		}
+		if (cfg->flags & KARMOR_LSM_C_SOURCE_DIRS) {
+			w->mode = WALK_SOURCES;
+			bpf_loop(KARMOR_LSM_DEPTH, walk__step, w, 0);
+		}
 	}
-	if (cfg->flags & KARMOR_LSM_C_SOURCE_DIRS) {
-		w->mode = WALK_SOURCES;
-		bpf_loop(KARMOR_LSM_DEPTH, walk__step, w, 0);
+	if (cache) {
+		cache->exe = (__u64)exe;
+		cache->generation = cfg->generation;
+		cache->confine = w->c.confine;
+		cache->nscopes = 0;
+		for (i = 0; i < KARMOR_LSM_SCOPES; i++) {
+			__u32 j = base + i;
+
+			if (j >= w->c.nscopes || j >= KARMOR_LSM_SCOPES)
+				break;
+			cache->scope[i] = w->c.scope[j];
+			cache->nscopes = i + 1;
+		}
 	}
+done:
 	if (w->c.nscopes > KARMOR_LSM_SCOPES)
 		w->c.nscopes = KARMOR_LSM_SCOPES;
 }
