@@ -36,17 +36,30 @@ def _dir(path: str | Path) -> str:
 
 
 def agent_protection(config: Config | None, paths: Paths) -> Protection:
-    """The files the agent needs to start and to read its policies (plan.Protection)."""
+    """The files the agent needs to start and to read its policies (plan.Protection): its
+    interpreter and entry script (run), its package, the standard library and the
+    site-packages it imports from, a venv's pyvenv.cfg, its BPF objects, its configuration file
+    and policy directory (read). Not the system's shared libraries: a rule denying those denies
+    every program, and says so in its own alerts."""
+    import site
+
     import karmor_host
 
-    dirs = {_dir(Path(karmor_host.__file__).parent), _dir(Path(os.__file__).parent), _dir(sys.prefix),
-            _dir(paths.bpf_object_dir)}
+    programs = {os.path.realpath(sys.executable)}
+    entry = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if entry and os.path.isfile(entry) and os.access(entry, os.X_OK):
+        programs.add(entry)
+    dirs = {_dir(Path(karmor_host.__file__).parent), _dir(Path(os.__file__).parent), _dir(paths.bpf_object_dir)}
+    dirs.update(_dir(p) for p in site.getsitepackages() if os.path.isdir(p))
     files = []
+    cfg = Path(sys.prefix) / "pyvenv.cfg"
+    if cfg.is_file():
+        files.append(os.path.realpath(cfg))
     if config is not None:
         dirs.add(_dir(config.policy_dir))
         if config.source and Path(config.source).is_file():
             files.append(os.path.realpath(config.source))
-    return Protection(programs=(os.path.realpath(sys.executable),), files=tuple(files), dirs=tuple(sorted(dirs)))
+    return Protection(programs=tuple(sorted(programs)), files=tuple(sorted(files)), dirs=tuple(sorted(dirs)))
 
 
 class BpfLsmEnforcer:
