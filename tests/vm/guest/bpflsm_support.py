@@ -82,9 +82,9 @@ def drop_scratch(s: Scratch) -> None:
     subprocess.run(["umount", "-l", str(s.root)], check=False)
 
 
-def start_agent(workdir: Path, postures: dict[str, str] | None = None) -> AgentProc:
+def start_agent(workdir: Path, postures: dict[str, str] | None = None, enforcer: str = "auto") -> AgentProc:
     """The real agent; `enforcer: auto` picks BPF-LSM in this guest (tests assert it)."""
-    agent = AgentProc(workdir, extra_config=extra_config(postures))
+    agent = AgentProc(workdir, extra_config=extra_config(postures), enforcer=enforcer)
     if agent.log_path.exists():  # a restart: its "ready" must be the new agent's
         agent.log_path.rename(agent.log_path.with_name(f"agent-{time.time_ns()}.log"))
     agent.ready_seconds = agent.start(timeout=180)
@@ -102,7 +102,8 @@ def extra_config(postures: dict[str, str] | None) -> str:
 def reconfigure(agent: AgentProc, postures: dict[str, str]) -> None:
     """New default postures through SIGHUP (the running configuration is re-read)."""
     agent.extra_config = extra_config(postures)
-    (agent.workdir / "karmor-host.yaml").write_text("enforcer: auto\nlogLevel: debug\n" + agent.extra_config)
+    (agent.workdir / "karmor-host.yaml").write_text(f"enforcer: {agent.enforcer}\nlogLevel: debug\n"
+                                                    + agent.extra_config)
     before = len([e for e in agent.log_events("applied") if e.get("why") == "reload"])
     agent.signal(signal.SIGHUP)
     if not wait_for(lambda: len([e for e in agent.log_events("applied") if e.get("why") == "reload"]) > before, 60):
@@ -112,26 +113,27 @@ def reconfigure(agent: AgentProc, postures: dict[str, str]) -> None:
 _SHARED: dict[str, AgentProc] = {}
 
 
-def shared_agent(request, tmp_path_factory) -> AgentProc:
-    """One agent for all BPF-LSM guest modules (starting one costs seconds under TCG); stopped,
-    and its pinned state removed, when the session ends."""
-    agent = _SHARED.get("agent")
+def shared_agent(request, tmp_path_factory, enforcer: str = "auto") -> AgentProc:
+    """One agent per enforcer for all the guest modules that use it (starting one costs seconds
+    under TCG); stopped, and its kernel state removed, when the session ends."""
+    agent = _SHARED.get(enforcer)
     if agent is None or agent.proc is None or agent.proc.poll() is not None:
-        agent = start_agent(tmp_path_factory.mktemp("bpflsm-agent"))
         if not _SHARED:
             request.session.addfinalizer(_stop_shared)
-        _SHARED["agent"] = agent
+        agent = start_agent(tmp_path_factory.mktemp(f"{'bpflsm' if enforcer == 'auto' else enforcer}-agent"),
+                            enforcer=enforcer)
+        _SHARED[enforcer] = agent
     return agent
 
 
 def replace_shared(agent: AgentProc) -> None:
     """After a test restarted the agent: the new one is the shared one."""
-    _SHARED["agent"] = agent
+    _SHARED[agent.enforcer] = agent
 
 
 def _stop_shared() -> None:
-    agent = _SHARED.pop("agent", None)
-    if agent is not None:
+    for key in list(_SHARED):
+        agent = _SHARED.pop(key)
         stop_agent(agent, cleanup=agent.proc is not None and agent.proc.poll() is None)
 
 
@@ -225,12 +227,13 @@ def fields(rec: dict, *names: str) -> dict:
 class Matrix:
     """Verified cells, one JSON line each, for tools/gen-enforcement-matrix.py."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, backend: str = BACKEND) -> None:
         self.path = out / MATRIX_FILE
+        self.backend = backend
 
     def record(self, category: str, mode: str, scope: str, effect: str, alert: dict | None, note: str = "") -> None:
         row = {
-            "backend": BACKEND, "category": category, "mode": mode, "scope": scope, "effect": effect,
+            "backend": self.backend, "category": category, "mode": mode, "scope": scope, "effect": effect,
             "alert": {k: alert[k] for k in ("PolicyName", "Action", "Enforcer", "Result")} if alert else None,
             "note": note, "kernel": os.uname().release,
         }
@@ -238,7 +241,7 @@ class Matrix:
 
     def scenario(self, scenario: str, effect: str, alert: dict | None) -> None:
         self._write({
-            "backend": BACKEND, "scenario": scenario, "effect": effect, "kernel": os.uname().release,
+            "backend": self.backend, "scenario": scenario, "effect": effect, "kernel": os.uname().release,
             "alert": {k: alert[k] for k in ("PolicyName", "Action", "Enforcer", "Result")} if alert else None,
         })
 

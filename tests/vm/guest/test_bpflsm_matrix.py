@@ -1,8 +1,12 @@
-"""The BPF-LSM enforcement matrix in the guest: process, file, network (protocol) and
-capability rules x Block, Audit, Allow with the block posture, Allow with the audit posture x
-global and fromSource, through the real agent. Each cell shows what the user sees (EACCES,
-EPERM or success) and the alert in journald (PolicyName, Action, Enforcer, Result), and is
-written to <work dir>/enforcement-matrix.jsonl for docs/enforcement-matrix.md.
+"""The enforcement matrix in the guest: process, file, network (protocol) and capability rules
+x Block, Audit, Allow with the block posture, Allow with the audit posture x global and
+fromSource, through the real agent. Each cell shows what the user sees (EACCES, EPERM or
+success) and the alert in journald (PolicyName, Action, Enforcer, Result), and is written to
+<work dir>/enforcement-matrix.jsonl for docs/enforcement-matrix.md.
+
+One intent per cell, run once per backend (the `backend` parameter: BPF-LSM in the `bpflsm`
+guest, AppArmor in the `apparmor` guest); what differs between backends is in BACKENDS, side
+by side: which of the agent's parts raises each cell's alert, and why.
 
 Host network and capability rules require fromSource (KubeArmor's rule), so those
 categories have no global cells. Whitelists confine busybox (a static program) in the
@@ -23,7 +27,45 @@ from tests.vm.guest.bpflsm_support import (
     reconfigure, run, sh, shared_agent,
 )
 
-pytestmark = pytest.mark.vm_config("bpflsm")
+MONITOR = "eBPF Monitor"
+
+
+@dataclass(frozen=True)
+class Backend:
+    enforcer: str  # the agent's `enforcer:` setting
+    name: str  # the enforcer's config name, as `status` shows it
+    column: str  # its column in docs/enforcement-matrix.md
+    alerts: str  # the Enforcer field of the alerts it raises itself
+    # (category, mode) -> why the eBPF monitor raises that cell's alert instead of the enforcer
+    by_monitor: dict[tuple[str, str], str]
+
+
+_AA_AUDIT_POSTURE = ("AppArmor keeps the base grant and the eBPF monitor reports the misses "
+                     "(complain mode would switch off Block rules)")
+BACKENDS = {
+    "bpflsm": Backend("auto", "bpflsm", "BPF-LSM", "BPFLSM", {}),
+    "apparmor": Backend("apparmor", "apparmor", "AppArmor", "AppArmor", {
+        ("network", "Audit"): "reported by the eBPF monitor: an audited AppArmor network rule would record "
+                              "every send and receive, not only the socket",
+        **{(c, "Allow+audit"): _AA_AUDIT_POSTURE for c in ("process", "file", "network")},
+        # capabilities: AppArmor audits each one no Allow rule names (a finite list); it records a
+        # capability once per profile and CPU, which the cell's single check does not meet
+    }),
+}
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("bpflsm", marks=pytest.mark.vm_config("bpflsm")),
+    pytest.param("apparmor", marks=pytest.mark.vm_config("apparmor")),
+])
+def backend(request) -> Backend:
+    return BACKENDS[request.param]
+
+
+def expected_by(backend: Backend, category: str, mode: str) -> tuple[str, str]:
+    """(the alert's Enforcer, the cell's note) for this backend."""
+    why = backend.by_monitor.get((category, mode))
+    return (MONITOR, why) if why else (backend.alerts, "")
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +76,16 @@ def scratch():
 
 
 @pytest.fixture(scope="module")
-def agent(request, tmp_path_factory, scratch):
-    a = shared_agent(request, tmp_path_factory)
+def agent(request, tmp_path_factory, scratch, backend):
+    a = shared_agent(request, tmp_path_factory, backend.enforcer)
     st = status(a)
-    assert st["enforcer"]["name"] == "bpflsm", st["enforcer"]
+    assert st["enforcer"]["name"] == backend.name, st["enforcer"]
     return a
 
 
 @pytest.fixture(scope="module")
-def matrix(vm_out):
-    return Matrix(vm_out)
+def matrix(vm_out, backend):
+    return Matrix(vm_out, backend.column)
 
 
 def src(scope: str) -> str:
@@ -141,9 +183,9 @@ def _prepare(scratch: Scratch) -> None:
     os.chown(scratch.data / "capfile", 0, 0)
 
 
-def _check_alert(rec: dict, policy: str, action: str, result: str, operation: str) -> None:
+def _check_alert(rec: dict, policy: str, action: str, result: str, operation: str, enforcer: str) -> None:
     got = {k: rec[k] for k in ("PolicyName", "Action", "Enforcer", "Result", "Operation")}
-    assert got == {"PolicyName": policy, "Action": action, "Enforcer": "BPFLSM", "Result": result,
+    assert got == {"PolicyName": policy, "Action": action, "Enforcer": enforcer, "Result": result,
                    "Operation": operation}, rec
 
 
@@ -151,8 +193,9 @@ def _check_alert(rec: dict, policy: str, action: str, result: str, operation: st
 
 
 @pytest.mark.parametrize("category,scope", CELLS)
-def test_block(agent, scratch, matrix, category, scope):
+def test_block(backend, agent, scratch, matrix, category, scope):
     cat = CATEGORIES[category]
+    enforcer, note = expected_by(backend, category, "Block")
     _prepare(scratch)
     policy = name(f"block-{category}")
     with applied(agent, policy, cat.rule(_target(cat, scratch), "Block", src(scope))):
@@ -160,17 +203,19 @@ def test_block(agent, scratch, matrix, category, scope):
         out = cat.act(scratch, "")
         assert out.blocked, f"not blocked: rc={out.proc.returncode} {out.proc.stderr!r}"
         rec = one_alert(policy, t0)
-        _check_alert(rec, policy, "Block", cat.result, cat.operation)
+        _check_alert(rec, policy, "Block", cat.result, cat.operation, enforcer)
         if scope == "fromSource" and category in ("process", "file"):
             # the same access by another program is not this rule's business
             other = run(_target(cat, scratch)) if category == "process" else run("cat", _target(cat, scratch))
             assert other.returncode == 0, other.stderr
-    matrix.record(category, "Block", scope, "EPERM" if cat.result.startswith("Operation") else "EACCES", rec)
+    matrix.record(category, "Block", scope, "EPERM" if cat.result.startswith("Operation") else "EACCES", rec,
+                  note=note)
 
 
 @pytest.mark.parametrize("category,scope", CELLS)
-def test_audit(agent, scratch, matrix, category, scope):
+def test_audit(backend, agent, scratch, matrix, category, scope):
     cat = CATEGORIES[category]
+    enforcer, note = expected_by(backend, category, "Audit")
     _prepare(scratch)
     policy = name(f"audit-{category}")
     with applied(agent, policy, cat.rule(_target(cat, scratch), "Audit", src(scope))):
@@ -180,8 +225,8 @@ def test_audit(agent, scratch, matrix, category, scope):
         if category in ("process", "file", "capabilities"):
             assert out.proc.returncode == 0, out.proc.stderr
         rec = one_alert(policy, t0)
-        _check_alert(rec, policy, "Audit", "Passed", cat.operation)
-    matrix.record(category, "Audit", scope, "allowed", rec)
+        _check_alert(rec, policy, "Audit", "Passed", cat.operation, enforcer)
+    matrix.record(category, "Audit", scope, "allowed", rec, note=note)
 
 
 # --- Allow: whitelists with their default posture --------------------------------------------
@@ -209,8 +254,9 @@ def _whitelist(cat: Category, scratch: Scratch, scope: str, policy_dir: str) -> 
     return f"  capabilities:\n    matchCapabilities:\n    - capability: dac_override\n{s}  action: Allow\n"
 
 
-def _posture_case(agent, scratch, matrix, category, scope, posture):
+def _posture_case(backend, agent, scratch, matrix, category, scope, posture):
     cat = CATEGORIES[category]
+    enforcer, note = expected_by(backend, category, f"Allow+{posture}")
     _prepare(scratch)
     policy = name(f"allow-{category}")
     policy_dir = str(agent.policy_dir) + "/"
@@ -247,19 +293,19 @@ def _posture_case(agent, scratch, matrix, category, scope, posture):
         if posture == "block":
             assert out.blocked, f"not blocked: rc={out.proc.returncode} {out.proc.stderr!r}"
             rec = one_alert("DefaultPosture", t0, **key)
-            _check_alert(rec, "DefaultPosture", "Block", cat.result, cat.operation)
+            _check_alert(rec, "DefaultPosture", "Block", cat.result, cat.operation, enforcer)
         else:
             assert not out.blocked, out.proc.stderr
             rec = one_alert("DefaultPosture", t0, **key)
-            _check_alert(rec, "DefaultPosture", "Audit", "Passed", cat.operation)
+            _check_alert(rec, "DefaultPosture", "Audit", "Passed", cat.operation, enforcer)
     effect = ("EPERM" if cat.result.startswith("Operation") else "EACCES") if posture == "block" else "allowed"
-    matrix.record(category, f"Allow+{posture}", scope, effect, rec,
-                  note="write under a read-only whitelist" if (category, scope) == ("file", "global") else "")
+    notes = ["write under a read-only whitelist"] if (category, scope) == ("file", "global") else []
+    matrix.record(category, f"Allow+{posture}", scope, effect, rec, note="; ".join(notes + ([note] if note else [])))
 
 
 @pytest.mark.parametrize("category,scope", CELLS)
-def test_allow_with_audit_posture(agent, scratch, matrix, category, scope):
-    _posture_case(agent, scratch, matrix, category, scope, "audit")
+def test_allow_with_audit_posture(backend, agent, scratch, matrix, category, scope):
+    _posture_case(backend, agent, scratch, matrix, category, scope, "audit")
 
 
 @pytest.fixture(scope="module")
@@ -270,5 +316,5 @@ def block_postures(agent):
 
 
 @pytest.mark.parametrize("category,scope", CELLS)
-def test_allow_with_block_posture(agent, scratch, matrix, block_postures, category, scope):
-    _posture_case(agent, scratch, matrix, category, scope, "block")
+def test_allow_with_block_posture(backend, agent, scratch, matrix, block_postures, category, scope):
+    _posture_case(backend, agent, scratch, matrix, category, scope, "block")

@@ -1,11 +1,13 @@
 """KubeArmor's host-policy scenarios under BPF-LSM, through the real agent in the guest: block
 ls, curl, /etc/passwd reads, /etc/ recursively, /usr/bin/ as a directory, apt* as a pattern;
 update then delete a policy; audit /etc/hosts read by cat, UDP, the unlink syscall. And what
-users check next: a symlinked policy path, readOnly, access restored by deleting a policy.
+users check next: a symlinked policy path, readOnly, ownerOnly, access restored by deleting a
+policy.
 Each shows the effect and the journald alert."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -209,3 +211,17 @@ def test_read_only_lets_cat_read_but_not_append(agent, matrix, scratch):
     assert run("bash", "-c", f"echo two >> {notes}").returncode == 0
     assert run("cat", notes).stdout == "one\ntwo\n"
     matrix.scenario("readOnly: cat reads; echo >> and truncate are denied", "reads allowed, writes EACCES", rec)
+
+
+def test_owner_only_lets_the_owner_in_and_no_one_else(agent, matrix, scratch):
+    own = scratch.file("owned.txt", "mine\n")
+    os.chown(own, 65534, 65534)
+    policy = name("owner-only")
+    with applied(agent, policy, f"  file:\n    matchPaths:\n    - path: {own}\n      ownerOnly: true\n  action: Block\n"):
+        t0 = time.time()
+        as_owner = run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", own)
+        assert as_owner.returncode == 0 and as_owner.stdout == "mine\n", as_owner.stderr
+        assert denied(run("cat", own))  # root is not the owner
+        rec = one_alert(policy, t0)
+        assert fields(rec, "Action", "Enforcer", "Result") == BLOCKED and rec["UID"] == 0
+    matrix.scenario("ownerOnly: the owner reads; root, not the owner, is denied", "owner allowed, others EACCES", rec)
