@@ -68,6 +68,7 @@ class AgentProc:
     workdir: Path
     extra_config: str = ""
     proc: subprocess.Popen | None = None
+    enforcer: str = "auto"  # the config's `enforcer:`
     policy_dir: Path = field(init=False)
     run_dir: Path = field(init=False)
     log_path: Path = field(init=False)
@@ -81,7 +82,7 @@ class AgentProc:
 
     def start(self, timeout: float = 10.0) -> float:
         cfg = self.workdir / "karmor-host.yaml"
-        cfg.write_text("enforcer: auto\nlogLevel: debug\n" + self.extra_config)
+        cfg.write_text(f"enforcer: {self.enforcer}\nlogLevel: debug\n" + self.extra_config)
         env = dict(os.environ, KARMOR_RUN_DIR=str(self.run_dir))
         t0 = time.monotonic()
         self.proc = subprocess.Popen(

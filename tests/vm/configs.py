@@ -25,17 +25,17 @@ class GuestConfig:
 
 
 CONFIGS: tuple[GuestConfig, ...] = (
-    # AppArmor as the major LSM, BPF-LSM stacked after it: the AppArmor enforcer and the probe.
-    GuestConfig(name="apparmor", append="lsm=landlock,lockdown,yama,apparmor,bpf"),
+    # AppArmor as the major LSM, BPF-LSM stacked after it: the AppArmor enforcer (its own tests
+    # and its column of the enforcement matrix, with one agent) and the probe.
+    GuestConfig(name="apparmor", append="lsm=landlock,lockdown,yama,apparmor,bpf", timeout=900),
     # The same kernel line, booted apart for the BPF-LSM enforcer's suite (test_bpflsm_*.py):
     # its agent and pinned programs never meet the AppArmor tests, and it has a budget of its own
     # (about 4 min on an idle machine: two agent starts, ~40 tests; the limit allows for load).
     GuestConfig(name="bpflsm", append="lsm=landlock,lockdown,yama,apparmor,bpf", timeout=900),
     # SELinux as the major LSM (it excludes AppArmor), permissive until the tests switch it on;
-    # a reduced refpolicy store built on the host (tests/vm/selinux_store.py). About 3.5 min on an
-    # idle machine (every module is a policy rebuild under TCG); the limit allows for load.
+    # a reduced refpolicy store built on the host (tests/vm/selinux_store.py).
     GuestConfig(name="selinux", append="lsm=landlock,lockdown,yama,selinux,bpf enforcing=0",
-                prepare="tests.vm.selinux_store:build", timeout=900),
+                prepare="tests.vm.selinux_store:build"),
 )
 
 BY_NAME: dict[str, GuestConfig] = {c.name: c for c in CONFIGS}
