@@ -33,9 +33,10 @@ CONFIGS: tuple[GuestConfig, ...] = (
     # (about 4 min on an idle machine: two agent starts, ~40 tests; the limit allows for load).
     GuestConfig(name="bpflsm", append="lsm=landlock,lockdown,yama,apparmor,bpf", timeout=900),
     # SELinux as the major LSM (it excludes AppArmor), permissive until the tests switch it on;
-    # a reduced refpolicy store built on the host (tests/vm/selinux_store.py).
+    # a reduced refpolicy store built on the host (tests/vm/selinux_store.py). About 3.5 min on an
+    # idle machine (every module is a policy rebuild under TCG); the limit allows for load.
     GuestConfig(name="selinux", append="lsm=landlock,lockdown,yama,selinux,bpf enforcing=0",
-                prepare="tests.vm.selinux_store:build"),
+                prepare="tests.vm.selinux_store:build", timeout=900),
 )
 
 BY_NAME: dict[str, GuestConfig] = {c.name: c for c in CONFIGS}
