@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 ENFORCER = APPARMOR  # the alerts' Enforcer field
 STATE_DIR_NAME = "apparmor"  # under Paths.state_dir
 DUPLICATE_WINDOW_NS = 1_000_000_000
+PROCESS_SCAN_S = 30.0
 _OWN_PROFILE_OPS = ("profile_load", "profile_replace", "profile_remove")
 
 _log = log.get("karmor.apparmor")
@@ -96,6 +97,7 @@ class AppArmorEnforcer:
         self._source: Source | None = None
         self.source_reason = ""
         self._recent: dict[tuple, int] = {}
+        self._counts: tuple[float, dict[str, int]] | None = None
         self.counts: dict[str, int] = {k: 0 for k in (
             "records", "alerts", "duplicates", "unattributed", "base_denials", "foreign_changes")}
 
@@ -192,15 +194,23 @@ class AppArmorEnforcer:
             notes.append(f"{unconfined} process(es) started before karmor-global run unconfined")
         return notes
 
+    def process_counts(self) -> dict[str, int]:
+        """Processes per label (karmor profiles and `unconfined`), from a /proc scan at most
+        every PROCESS_SCAN_S: `status` is asked every few seconds."""
+        now = time.monotonic()
+        if self._counts is None or now - self._counts[0] >= PROCESS_SCAN_S:
+            by_label: dict[str, int] = {}
+            for _exe, label in confinement(self.proc_root).values():
+                if is_ours(label) or label == "unconfined":
+                    by_label[label] = by_label.get(label, 0) + 1
+            self._counts = (now, dict(sorted(by_label.items())))
+        return self._counts[1]
+
     def status(self) -> dict[str, Any]:
-        by_label: dict[str, int] = {}
-        for _exe, label in confinement(self.proc_root).values():
-            if is_ours(label) or label == "unconfined":
-                by_label[label] = by_label.get(label, 0) + 1
         return {
             "profiles": list(self.plan.names) if self.plan else [],
             "loaded": self.backend.ours(),
-            "processes": dict(sorted(by_label.items())),
+            "processes": self.process_counts(),
             "audit_source": self._source.name if self._source else "",
             "audit_source_reason": self.source_reason,
             "lost_records": self._source.lost if self._source else 0,
