@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from collections.abc import Mapping
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from karmor_host.errors import KernelError
-from karmor_host.kernel.btf import Btf
 from karmor_host.kernel.events import EventKind
+
+if TYPE_CHECKING:
+    from karmor_host.kernel.btf import Btf
+
+# A mirror's enums: BTF enum name -> (prefix its enumerators carry, {short name: value}).
+EnumMirror = Mapping[str, tuple[str, dict[str, int]]]
 
 ABI_VERSION = 1
 
@@ -231,10 +238,12 @@ def struct_format(cls: type[ctypes.Structure]) -> str:
     return fmt
 
 
-def compare(btf: Btf) -> list[str]:
-    """Every difference between the mirrors here and the object's BTF ([] when none)."""
+def compare(btf: Btf, structs: Mapping[str, type[ctypes.Structure]] | None = None,
+            enums: EnumMirror | None = None) -> list[str]:
+    """Every difference between ctypes mirrors (this module's by default) and the object's BTF
+    ([] when none). Other headers' mirrors (enforce/bpflsm/abi.py) pass their own tables."""
     problems: list[str] = []
-    for cname, cls in STRUCTS.items():
+    for cname, cls in (STRUCTS if structs is None else structs).items():
         try:
             members = btf.struct_members(cname)
             size = btf.struct_size(cname)
@@ -247,7 +256,7 @@ def compare(btf: Btf) -> list[str]:
         actual = [(m.name, m.offset, m.size) for m in members]
         if mirror != actual:
             problems.append(f"struct {cname}: fields differ: BTF {actual} vs abi.py {mirror}")
-    for ename, (prefix, expected) in ENUMS.items():
+    for ename, (prefix, expected) in (ENUMS if enums is None else enums).items():
         try:
             values = btf.enum_values(ename)
         except KernelError as e:
@@ -259,10 +268,16 @@ def compare(btf: Btf) -> list[str]:
     return problems
 
 
+def report(problems: list[str], abi_version: int, expected: int, macro: str, what: str) -> None:
+    """Raises KernelError naming every difference, the ABI version first, when there is any.
+    `macro` is the header's version macro, `what` names the object and the mirror module."""
+    if abi_version != expected:
+        problems = [f"object has {macro} {abi_version}, abi.py expects {expected}", *problems]
+    if problems:
+        raise KernelError(f"{what}: " + "; ".join(problems))
+
+
 def verify(btf: Btf, abi_version: int) -> None:
     """Raises KernelError naming every difference if the object does not match this module."""
-    problems = compare(btf)
-    if abi_version != ABI_VERSION:
-        problems.insert(0, f"object has KARMOR_ABI_VERSION {abi_version}, abi.py expects {ABI_VERSION}")
-    if problems:
-        raise KernelError("BPF object does not match karmor_host/kernel/abi.py: " + "; ".join(problems))
+    report(compare(btf), abi_version, ABI_VERSION, "KARMOR_ABI_VERSION",
+           "BPF object does not match karmor_host/kernel/abi.py")

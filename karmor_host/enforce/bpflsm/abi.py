@@ -8,7 +8,7 @@ import ctypes
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from karmor_host.errors import KernelError
+from karmor_host.kernel import abi as kernel_abi
 
 if TYPE_CHECKING:
     from karmor_host.kernel.btf import Btf
@@ -221,36 +221,10 @@ ENUMS: dict[str, tuple[str, dict[str, int]]] = {
 
 def compare(btf: Btf) -> list[str]:
     """Every difference between these mirrors and the object's BTF ([] when none)."""
-    problems: list[str] = []
-    for cname, cls in STRUCTS.items():
-        try:
-            members = btf.struct_members(cname)
-            size = btf.struct_size(cname)
-        except KernelError as e:
-            problems.append(f"struct {cname}: {e.message}")
-            continue
-        if size != ctypes.sizeof(cls):
-            problems.append(f"struct {cname}: {size} bytes in BTF, {ctypes.sizeof(cls)} in abi.py")
-        mirror = [(n, getattr(cls, n).offset, ctypes.sizeof(t)) for n, t in cls._fields_]
-        actual = [(m.name, m.offset, m.size) for m in members]
-        if mirror != actual:
-            problems.append(f"struct {cname}: fields differ: BTF {actual} vs abi.py {mirror}")
-    for ename, (prefix, expected) in ENUMS.items():
-        try:
-            values = btf.enum_values(ename)
-        except KernelError as e:
-            problems.append(f"enum {ename}: {e.message}")
-            continue
-        actual_enum = {k.removeprefix(prefix): v for k, v in values.items() if not k.endswith("_MAX")}
-        if actual_enum != expected:
-            problems.append(f"enum {ename}: BTF {actual_enum} vs Python {expected}")
-    return problems
+    return kernel_abi.compare(btf, STRUCTS, ENUMS)
 
 
 def verify(btf: Btf, abi_version: int) -> None:
     """Raises KernelError naming every difference if the object does not match this module."""
-    problems = compare(btf)
-    if abi_version != ABI_VERSION:
-        problems.insert(0, f"object has KARMOR_LSM_ABI_VERSION {abi_version}, abi.py expects {ABI_VERSION}")
-    if problems:
-        raise KernelError("lsm.bpf.o does not match karmor_host/enforce/bpflsm/abi.py: " + "; ".join(problems))
+    kernel_abi.report(compare(btf), abi_version, ABI_VERSION, "KARMOR_LSM_ABI_VERSION",
+                      "lsm.bpf.o does not match karmor_host/enforce/bpflsm/abi.py")
