@@ -1,4 +1,4 @@
-"""This network namespace's sockets through sock_diag (pyroute2), and their processes.
+"""The processes behind this network namespace's sockets (kernel/netinfo.py reads sock_diag).
 
 For the lock-out guard (established SSH sessions) and for naming the listening process of an
 ingress alert. sock_diag answers for the namespace the agent runs in, which is the one the
@@ -11,29 +11,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import DiagSocket, IPRoute
+from pyroute2 import IPRoute
 
 from karmor_host.firewall.guard import Session
+from karmor_host.kernel import netinfo
+from karmor_host.kernel.netinfo import TCP_ESTABLISHED, TCP_LISTEN, UDP_UNCONNECTED, SocketInfo
 
-TCP_ESTABLISHED, TCP_LISTEN, UDP_UNCONNECTED = 1, 10, 7
 SSH_PORT = 22
 SO_NETNS_COOKIE = 71
-
-
-@dataclass(frozen=True)
-class SockInfo:
-    protocol: int
-    state: int
-    local: str
-    local_port: int
-    peer: str
-    peer_port: int
-    uid: int
-    inode: int
 
 
 @dataclass(frozen=True)
@@ -45,45 +33,13 @@ class Owner:
     uid: int = 0
 
 
-def plain(addr: str) -> str:
-    """IPv4-mapped IPv6 (a dual-stack socket's view of an IPv4 peer) as IPv4."""
-    ip = ipaddress.ip_address(addr)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return str(mapped or ip)
-
-
-def sockets(protocol: int, states: int) -> Iterator[SockInfo]:
-    """Sockets of `protocol` (IPPROTO_TCP/UDP) in the TCP states of the `states` bitmask."""
-    with DiagSocket() as diag:
-        diag.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in diag.get_sock_stats(family=family, protocol=protocol, states=states):
-                yield SockInfo(protocol, msg["idiag_state"], plain(msg["idiag_src"]), msg["idiag_sport"],
-                               plain(msg["idiag_dst"]), msg["idiag_dport"], msg["idiag_uid"], msg["idiag_inode"])
-
-
 def owners_of_inodes(inodes: set[int], proc: Path = Path("/proc")) -> dict[int, Owner]:
-    """Socket inode -> the first process holding it open, in one pass over /proc/*/fd."""
-    targets = {f"socket:[{i}]": i for i in inodes}
+    """Socket inode -> the process holding it open (the lowest pid), in one pass over /proc/*/fd."""
     found: dict[int, Owner] = {}
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list(os.scandir(Path(entry.path) / "fd"))
-        except OSError:
-            continue  # gone, or a kernel thread
-        for fd in fds:
-            try:
-                inode = targets.get(os.readlink(fd.path))
-            except OSError:
-                continue
-            if inode is not None and inode not in found:
-                owner = process(int(entry.name), proc)
-                if owner is not None:
-                    found[inode] = owner
-        if len(found) == len(targets):
-            break
+    for inode, pid in netinfo.socket_holders(inodes, proc).items():
+        owner = process(pid, proc)
+        if owner is not None:
+            found[inode] = owner
     return found
 
 
@@ -108,12 +64,12 @@ def process(pid: int, proc: Path = Path("/proc")) -> Owner | None:
     return Owner(pid, exe.removesuffix(" (deleted)"), ppid, parent_exe, uid)
 
 
-def listener(protocol: int, port: int, local: str) -> SockInfo | None:
+def listener(protocol: int, port: int, local: str) -> SocketInfo | None:
     """The socket that would receive a new flow to local:port (TCP LISTEN or UDP bound);
     one bound to the exact address wins over a wildcard one."""
     states = (1 << TCP_LISTEN) if protocol == socket.IPPROTO_TCP else ((1 << UDP_UNCONNECTED) | (1 << TCP_ESTABLISHED))
     best = None
-    for s in sockets(protocol, states):
+    for s in netinfo.sockets(protocol, states):
         if s.local_port != port:
             continue
         if s.local == local:
@@ -125,7 +81,7 @@ def listener(protocol: int, port: int, local: str) -> SockInfo | None:
 
 def ssh_ports() -> set[int]:
     """22, plus every TCP port a process whose executable is named sshd listens on."""
-    listening = [s for s in sockets(socket.IPPROTO_TCP, 1 << TCP_LISTEN) if s.local_port != SSH_PORT]
+    listening = [s for s in netinfo.sockets(socket.IPPROTO_TCP, 1 << TCP_LISTEN) if s.local_port != SSH_PORT]
     owners = owners_of_inodes({s.inode for s in listening}) if listening else {}
     ports = {SSH_PORT}
     for s in listening:
@@ -150,7 +106,7 @@ def _route_iface(ip: IPRoute, peer: str, names: dict[int, str]) -> str:
 def ssh_sessions() -> list[Session]:
     """Established TCP sessions whose local port is an SSH port, with the interface used."""
     ports = ssh_ports()
-    found = [s for s in sockets(socket.IPPROTO_TCP, 1 << TCP_ESTABLISHED) if s.local_port in ports]
+    found = [s for s in netinfo.sockets(socket.IPPROTO_TCP, 1 << TCP_ESTABLISHED) if s.local_port in ports]
     if not found:
         return []
     with IPRoute() as ip:

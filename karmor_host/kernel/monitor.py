@@ -223,15 +223,19 @@ class Monitor:
         """In cgroup mode an ACCEPT goes to whoever put the port into LISTEN, which the
         kernel side only sees happen after attaching: ports that were already listening
         are found through sock_diag and their owners through /proc (once, at start)."""
-        listening = [s for s in netinfo.existing_sockets() if s.protocol == IPPROTO_TCP and s.state == "LISTEN"]
-        owners = netinfo.socket_owners(s.inode for s in listening)
+        try:
+            listening = netinfo.sockets(IPPROTO_TCP, 1 << netinfo.TCP_LISTEN)
+        except OSError as exc:  # accepts on those ports then name no process: worth a warning, not a stop
+            _log.warning("listeners_not_seeded", error=str(exc))
+            return 0
+        owners = netinfo.socket_holders(s.inode for s in listening)
         listeners = self._obj.map("listeners")
         seeded = 0
         for sock in listening:
             tgid = owners.get(sock.inode)
             if tgid is None or (ignore_self and tgid == os.getpid()):
                 continue
-            key = struct.pack("<HH", sock.family, sock.sport)
+            key = struct.pack("<HH", sock.family, sock.local_port)
             try:
                 listeners.update(key, bytes(_listener_header(tgid, self.procs.get(tgid).ppid)), BPF_NOEXIST)
             except KernelError as e:

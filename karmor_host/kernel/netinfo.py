@@ -1,19 +1,32 @@
-"""Network facts through netlink (pyroute2): the host's addresses and the sockets that
-already existed when the monitor started (the monitor only sees sockets made after)."""
+"""Network facts through netlink (pyroute2): the host's addresses, the sockets of this network
+namespace (sock_diag) and the processes holding them (/proc/*/fd).
+
+The monitor seeds the listeners that existed before it attached; the firewall finds SSH sessions
+for its lock-out guard and the listener an ingress alert names. sock_diag is one netlink
+request per address family; any error it answers with (a refused request, a reply that is not
+a socket record) is raised as OSError, for the caller to degrade gracefully.
+"""
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import DiagSocket, IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
-TCP_LISTEN = 10
+TCP_ESTABLISHED, TCP_LISTEN, UDP_UNCONNECTED = 1, 10, 7  # UDP sockets report TCP state names
+ALL_STATES = 0xFFF
+SOCK_DIAG_BY_FAMILY = 20  # the netlink message type of a socket record
 _STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
            7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+_FIELDS = ("idiag_state", "idiag_src", "idiag_sport", "idiag_dst", "idiag_dport", "idiag_uid", "idiag_inode")
 
 
 @dataclass(frozen=True)
@@ -28,13 +41,17 @@ class HostAddress:
 class SocketInfo:
     family: int
     protocol: int  # IPPROTO_TCP / IPPROTO_UDP
-    state: str  # TCP state name; UDP sockets report CLOSE or ESTABLISHED (connected)
-    saddr: str
-    sport: int
-    daddr: str
-    dport: int
+    state: int  # TCP state; UDP sockets report CLOSE (unconnected) or ESTABLISHED (connected)
+    local: str  # IPv4-mapped IPv6 addresses as plain IPv4
+    local_port: int
+    peer: str
+    peer_port: int
     uid: int
     inode: int
+
+    @property
+    def state_name(self) -> str:
+        return _STATES.get(self.state, str(self.state))
 
 
 def host_addresses() -> list[HostAddress]:
@@ -46,29 +63,48 @@ def host_addresses() -> list[HostAddress]:
         ]
 
 
-def existing_sockets() -> list[SocketInfo]:
-    """TCP and UDP sockets over IPv4 and IPv6, from sock_diag."""
+def plain(addr: str) -> str:
+    """IPv4-mapped IPv6 (a dual-stack socket's view of an IPv4 peer) as IPv4."""
+    ip = ipaddress.ip_address(addr)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def sockets(protocol: int, states: int = ALL_STATES) -> list[SocketInfo]:
+    """IPv4 and IPv6 sockets of `protocol` (IPPROTO_TCP/UDP) in the states of the `states`
+    bitmask (1 << TCP_LISTEN, ...). Raises OSError when sock_diag refuses or answers with
+    something that is not a socket record (an LSM denying the request, say)."""
     out = []
     with DiagSocket() as diag:
         diag.bind()
         for family in (socket.AF_INET, socket.AF_INET6):
-            for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
-                for msg in diag.get_sock_stats(family=family, protocol=proto):
-                    out.append(
-                        SocketInfo(family, proto, _STATES.get(msg["idiag_state"], str(msg["idiag_state"])),
-                                   msg["idiag_src"], msg["idiag_sport"], msg["idiag_dst"], msg["idiag_dport"],
-                                   msg["idiag_uid"], msg["idiag_inode"])
-                    )
+            try:
+                msgs = list(diag.get_sock_stats(family=family, protocol=protocol, states=states))
+            except NetlinkError as exc:
+                raise OSError(exc.code, f"sock_diag refused family {family} protocol {protocol}: "
+                                        f"{os.strerror(exc.code)}") from exc
+            out.extend(_socket_info(family, protocol, msg) for msg in msgs)
     return out
 
 
-def socket_owners(inodes: Iterable[int], proc_root: Path = Path("/proc")) -> dict[int, int]:
+def _socket_info(family: int, protocol: int, msg: Any) -> SocketInfo:
+    """One pyroute2 inet_diag_msg as a SocketInfo; anything else in the reply is an error."""
+    header = msg.get("header") or {}
+    if header.get("type") != SOCK_DIAG_BY_FAMILY or any(msg.get(f) is None for f in _FIELDS):
+        raise OSError(errno.EPROTO, f"sock_diag answered family {family} protocol {protocol} with a message of "
+                                    f"type {header.get('type')} that is not a socket record")
+    return SocketInfo(family, protocol, msg["idiag_state"], plain(msg["idiag_src"]), msg["idiag_sport"],
+                      plain(msg["idiag_dst"]), msg["idiag_dport"], msg["idiag_uid"], msg["idiag_inode"])
+
+
+def socket_holders(inodes: Iterable[int], proc_root: Path = Path("/proc")) -> dict[int, int]:
     """Socket inode -> the lowest tgid holding a descriptor to it (a forking server's
-    parent). Reads every process's fd table once: for start-up, not for the hot path."""
+    parent). Reads every process's fd table once: for start-up and rare lookups, not for a
+    hot path."""
     wanted = {f"socket:[{i}]": i for i in inodes}
-    owners: dict[int, int] = {}
+    holders: dict[int, int] = {}
     if not wanted:
-        return owners
+        return holders
     for entry in sorted((e for e in os.scandir(proc_root) if e.name.isdigit()), key=lambda e: int(e.name)):
         try:
             fds = os.scandir(Path(entry.path) / "fd")
@@ -81,7 +117,7 @@ def socket_owners(inodes: Iterable[int], proc_root: Path = Path("/proc")) -> dic
                 except OSError:
                     continue
                 if inode is not None:
-                    owners.setdefault(inode, int(entry.name))
-        if len(owners) == len(wanted):
+                    holders.setdefault(inode, int(entry.name))
+        if len(holders) == len(wanted):
             break
-    return owners
+    return holders

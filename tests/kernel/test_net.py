@@ -215,3 +215,17 @@ def test_a_listener_from_before_the_monitor_is_seeded_for_accepts():
         (acc,) = m.wait_for(lambda e: e.tgid == server and e.kind is EventKind.ACCEPT)
         assert (acc.sport, acc.daddr, acc.uid, acc.ppid) == (port, "127.0.0.1", 0, os.getpid())
         assert acc.dport > 0 and acc.comm
+
+
+def test_the_monitor_starts_when_sock_diag_fails(monkeypatch):
+    # an LSM refusing sock_diag (seen under SELinux) must cost the seeding, not the agent
+    from karmor_host.kernel import netinfo
+
+    def refused(*_a, **_k):
+        raise OSError(errno.EACCES, "sock_diag refused family 2 protocol 6: Permission denied")
+
+    monkeypatch.setattr(netinfo, "sockets", refused)
+    with monitor("network", network_hooks="cgroup") as m:
+        assert m.seeded_listeners == 0
+        client, _ = in_child(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
+        assert kinds(m, client, EventKind.SOCKET)  # and the monitor reports as before

@@ -6,6 +6,7 @@ import os
 import socket
 
 from karmor_host.firewall import sockets
+from karmor_host.kernel import netinfo
 
 
 def test_owner_of_a_socket_inode_is_this_process() -> None:
@@ -18,8 +19,8 @@ def test_owner_of_a_socket_inode_is_this_process() -> None:
 
 
 def test_ipv4_mapped_addresses_are_plain_ipv4() -> None:
-    assert sockets.plain("::ffff:10.0.0.1") == "10.0.0.1"
-    assert sockets.plain("fd00::1") == "fd00::1" and sockets.plain("10.0.0.1") == "10.0.0.1"
+    assert netinfo.plain("::ffff:10.0.0.1") == "10.0.0.1"
+    assert netinfo.plain("fd00::1") == "fd00::1" and netinfo.plain("10.0.0.1") == "10.0.0.1"
 
 
 def test_process_of_a_missing_pid_is_none(tmp_path) -> None:
