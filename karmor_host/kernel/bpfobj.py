@@ -365,7 +365,7 @@ def try_load(object_path: Path) -> tuple[bool, int, str]:
     which names the cause; later ones are generic hints (e.g. "raise ulimit -l" for an EPERM
     that lockdown caused).
     """
-    with L.capture_messages(L.LIBBPF_WARN) as messages:
+    with L.capture_messages(L.LIBBPF_WARN, quiet=True) as messages:  # the message carries the cause
         try:
             with BpfObject(Path(object_path)) as obj:
                 obj.load()

@@ -154,6 +154,7 @@ def check_ptr(ptr: int | None, what: str) -> int:
 _listeners: list[Callable[[int, str], None]] = []
 _listeners_lock = threading.Lock()
 _debug_enabled = False
+_quiet = threading.local()  # libbpf calls back on the thread that called it
 _MSG_MAX = 64 * 1024  # verifier logs arrive as one message
 
 
@@ -163,7 +164,9 @@ def _on_print(level: int, fmt: bytes, args: int) -> int:
     buf = ctypes.create_string_buffer(_MSG_MAX)
     libc.vsnprintf(buf, _MSG_MAX, fmt, args)
     text = buf.value.decode(errors="replace").rstrip("\n")
-    if level == LIBBPF_WARN:
+    if getattr(_quiet, "depth", 0):
+        _log.debug("libbpf_message", text=text)
+    elif level == LIBBPF_WARN:
         _log.warning("libbpf_message", text=text)
     elif level == LIBBPF_INFO:
         _log.info("libbpf_message", text=text)
@@ -187,8 +190,10 @@ def set_debug(enabled: bool) -> None:
 
 
 @contextmanager
-def capture_messages(min_level: int = LIBBPF_INFO) -> Iterator[list[tuple[int, str]]]:
-    """Collects libbpf's messages at `min_level` or more severe while the block runs."""
+def capture_messages(min_level: int = LIBBPF_INFO, quiet: bool = False) -> Iterator[list[tuple[int, str]]]:
+    """Collects libbpf's messages at `min_level` or more severe while the block runs.
+    `quiet`: this thread's messages are logged at debug level only, for an expected failure
+    (a probe) whose cause the caller reports itself."""
     seen: list[tuple[int, str]] = []
 
     def listener(level: int, text: str) -> None:
@@ -197,9 +202,11 @@ def capture_messages(min_level: int = LIBBPF_INFO) -> Iterator[list[tuple[int, s
 
     with _listeners_lock:
         _listeners.append(listener)
+    _quiet.depth = getattr(_quiet, "depth", 0) + int(quiet)
     try:
         yield seen
     finally:
+        _quiet.depth -= int(quiet)
         with _listeners_lock:
             _listeners.remove(listener)
 
