@@ -6,7 +6,7 @@ apply(rule set)
   karmor profiles the new plan does not have (at the first apply: whatever an earlier run left).
   A failure anywhere before the load leaves the kernel and the previous plan as they were.
 poll(timeout)
-  audit records (audit.py) -> parse (records.py) -> attribute (attribute.py) -> EnforcerAlert,
+  audit records (enforce/auditfeed.py) -> parse (records.py) -> attribute (attribute.py) -> EnforcerAlert,
   one per policy a record answers to. AppArmor may record one system call as two operations
   (an O_CREAT open is a `mknod` and an `open` record): the same process, profile, object and
   rules within DUPLICATE_WINDOW_NS is one alert (the repeats are counted).
@@ -15,7 +15,6 @@ poll(timeout)
 from __future__ import annotations
 
 import os
-import select
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from karmor_host import log
 from karmor_host.enforce.apparmor import attribute as attr
 from karmor_host.enforce.apparmor.attribute import Attributor
-from karmor_host.enforce.apparmor.audit import Source, open_source
 from karmor_host.enforce.apparmor.backend import SECURITYFS, Backend, is_ours
-from karmor_host.enforce.apparmor.records import AaRecord, parse
+from karmor_host.enforce.apparmor.records import RECORDS, AaRecord, parse
 from karmor_host.enforce.apparmor.render import APPARMOR, Plan, render
+from karmor_host.enforce.auditfeed import AuditFeed
 from karmor_host.enforce.base import ApplyReport, EnforcerAlert
 from karmor_host.errors import EnforcerError
 from karmor_host.kernel.proctable import Proc, tty_name
@@ -94,8 +93,7 @@ class AppArmorEnforcer:
         self._attributor: Attributor | None = None
         self._previous: tuple[int, Attributor] | None = None  # (load start ns, attributor before)
         self._by_rule: dict[int, str] = {}
-        self._source: Source | None = None
-        self.source_reason = ""
+        self._audit = AuditFeed(RECORDS, _log, "apparmor_audit_source")
         self._recent: dict[tuple, int] = {}
         self._counts: tuple[float, dict[str, int]] | None = None
         self.counts: dict[str, int] = {k: 0 for k in (
@@ -169,9 +167,7 @@ class AppArmorEnforcer:
 
     def close(self) -> None:
         """Stop reading records; the loaded profiles stay (a restart re-applies without a gap)."""
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        self._audit.close()
 
     # --- confinement -------------------------------------------------------------------------
 
@@ -211,33 +207,21 @@ class AppArmorEnforcer:
             "profiles": list(self.plan.names) if self.plan else [],
             "loaded": self.backend.ours(),
             "processes": self.process_counts(),
-            "audit_source": self._source.name if self._source else "",
-            "audit_source_reason": self.source_reason,
-            "lost_records": self._source.lost if self._source else 0,
+            **self._audit.status(),
             **self.counts,
         }
 
     # --- alerts from AppArmor's records --------------------------------------------------------
 
     def open_audit(self) -> None:
-        if self._source is None:
-            self._source, self.source_reason = open_source()
-            _log.info("apparmor_audit_source", source=self._source.name, reason=self.source_reason)
+        self._audit.open()
 
     def poll(self, timeout_ms: int = 100) -> list[EnforcerAlert]:
-        self.open_audit()
-        assert self._source is not None
-        if self._source.name == "auditd":  # a regular file is always "readable"
-            time.sleep(timeout_ms / 1000)
-        else:
-            select.select([self._source], [], [], timeout_ms / 1000)
-        return self.handle_lines(self._source.read())
+        return self.handle_lines(self._audit.wait(timeout_ms))
 
     def drain(self) -> list[EnforcerAlert]:
         """Whatever records are waiting, without waiting for more."""
-        self.open_audit()
-        assert self._source is not None
-        return self.handle_lines(self._source.read())
+        return self.handle_lines(self._audit.drain())
 
     def handle_lines(self, lines: list[str]) -> list[EnforcerAlert]:
         out: list[EnforcerAlert] = []

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import LibAppArmor
 
 from karmor_host.alerts import names
+from karmor_host.kernel.auditrecords import AUDIT_AVC, RecordFilter
+
+# AppArmor's audit records: AVC-typed since Linux 2.6.x, the 1500s on some older kernels.
+RECORDS = RecordFilter(types=frozenset({AUDIT_AVC, *range(1500, 1600)}), marker="apparmor=")
 
 KINDS = {
     LibAppArmor.AA_RECORD_ALLOWED: "ALLOWED",

@@ -25,8 +25,11 @@ from karmor_host.alerts import names
 from karmor_host.alerts.match import AUDIT, AUDIT_BLOCK, BLOCK, Decision
 from karmor_host.alerts.record import DEFAULT_POSTURE
 from karmor_host.enforce.selinux.render import Denial, Index
+from karmor_host.kernel.auditrecords import AUDIT_AVC, RecordFilter
 from karmor_host.kernel.events import Event, EventKind
 from karmor_host.policy.ruleset import Operation, Rule
+
+RECORDS = RecordFilter(types=frozenset({AUDIT_AVC}), marker="avc:")  # AVC records, not the AppArmor ones of that type
 
 _HEAD = re.compile(r"audit\((\d+)\.(\d+):(\d+)\):\s*avc:\s+(denied|granted)\s+\{([^}]*)\}\s+for\s+(.*)$")
 _FIELD = re.compile(r'(\w+)=("(?:[^"]*)"|\S+)')

@@ -7,7 +7,7 @@ apply(rule set)
   restore the labels the new plan drops -> `semodule -i` (atomic replace) -> set the new labels.
   A module that does not compile changes nothing; the previous one stays.
 poll(timeout)
-  AVC records (audit.py) -> parse and attribute (avc.py) -> EnforcerAlert, one per denial.
+  AVC records (enforce/auditfeed.py) -> parse and attribute (avc.py) -> EnforcerAlert, one per denial.
 remove()
   restore every label karmor set, then `semodule -r`: no file is left in a type no policy has.
 """
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import select
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
+from karmor_host.enforce.auditfeed import AuditFeed
 from karmor_host.enforce.base import ApplyReport, EnforcerAlert, RuleStatus
 from karmor_host.enforce.selinux import avc, inventory, policyfacts
 from karmor_host.enforce.selinux.backend import Backend
@@ -127,8 +127,7 @@ class SELinuxEnforcer:
         self._rules: dict[int, Rule] = {}
         self._by_rule: dict[int, RuleStatus] = {}
         self._previous: tuple[int, Plan] | None = None
-        self._source: Any = None
-        self.source_reason = ""
+        self._audit = AuditFeed(avc.RECORDS, _log, "selinux_audit_source")
         self._recent: dict[tuple, int] = {}
         self.counts: dict[str, int] = {k: 0 for k in ("records", "alerts", "duplicates", "unattributed", "ignored")}
 
@@ -257,9 +256,7 @@ class SELinuxEnforcer:
 
     def close(self) -> None:
         """Stop reading records; the module and labels stay (a restart re-applies without a gap)."""
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        self._audit.close()
 
     def status(self) -> dict[str, Any]:
         state = self.backend.read_state()
@@ -267,31 +264,19 @@ class SELinuxEnforcer:
             "module": state.module[:12],
             "labels": len(state.labels),
             "enforcing": enforcing(self.selinuxfs),
-            "audit_source": getattr(self._source, "name", ""),
-            "audit_source_reason": self.source_reason,
-            "lost_records": getattr(self._source, "lost", 0),
+            **self._audit.status(),
             **self.counts,
         }
 
     # --- alerts from AVC records -------------------------------------------------------------
     def open_audit(self) -> None:
-        if self._source is None:
-            from karmor_host.enforce.selinux.audit import open_source  # noqa: PLC0415
-
-            self._source, self.source_reason = open_source()
-            _log.info("selinux_audit_source", source=self._source.name, reason=self.source_reason)
+        self._audit.open()
 
     def poll(self, timeout_ms: int = 100) -> list[EnforcerAlert]:
-        self.open_audit()
-        if self._source.name == "auditd":
-            time.sleep(timeout_ms / 1000)
-        else:
-            select.select([self._source], [], [], timeout_ms / 1000)
-        return self.handle_lines(self._source.read())
+        return self.handle_lines(self._audit.wait(timeout_ms))
 
     def drain(self) -> list[EnforcerAlert]:
-        self.open_audit()
-        return self.handle_lines(self._source.read())
+        return self.handle_lines(self._audit.drain())
 
     def handle_lines(self, lines: list[str]) -> list[EnforcerAlert]:
         out: list[EnforcerAlert] = []

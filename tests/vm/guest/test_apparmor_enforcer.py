@@ -20,12 +20,12 @@ import pytest
 
 from karmor_host.alerts.match import AUDIT, BLOCK
 from karmor_host.alerts.record import DEFAULT_POSTURE
-from karmor_host.enforce.apparmor.audit import Kmsg
 from karmor_host.enforce.apparmor.backend import PROFILE_FILE, Backend
 from karmor_host.enforce.apparmor.enforcer import AppArmorEnforcer, EnforcerAlert
-from karmor_host.enforce.apparmor.records import parse
+from karmor_host.enforce.apparmor.records import RECORDS, parse
 from karmor_host.enforce.apparmor.render import slug
 from karmor_host.errors import EnforcerError
+from karmor_host.kernel.auditrecords import Kmsg
 from karmor_host.kernel.events import EventKind
 from karmor_host.policy import HostIdentity, compile_policies, load_text
 from karmor_host.policy.ruleset import Category, Posture, RuleSet
@@ -384,7 +384,7 @@ def test_stale_profiles_are_removed_at_start_and_removed_policies_unload(tmp_pat
 
 def test_without_multicast_the_records_come_from_kmsg(enforcer, apply, files):
     apply(ruleset(("global", f"  file:\n    matchPaths:\n    - path: {files}/secret\n      action: Block\n")))
-    kmsg = Kmsg()
+    kmsg = Kmsg(RECORDS)
     try:
         assert run("cat", f"{files}/secret").returncode != 0
         lines: list[str] = []

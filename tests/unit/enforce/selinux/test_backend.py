@@ -5,9 +5,10 @@ from __future__ import annotations
 import bz2
 import os
 
-from karmor_host.enforce.selinux import audit
+from karmor_host.enforce.selinux import avc
 from karmor_host.enforce.selinux.backend import Backend, State, _expand_check, _store_modules
 from karmor_host.enforce.selinux.render import Label
+from karmor_host.kernel.auditrecords import split_netlink
 
 
 class FakeSelinux:
@@ -124,7 +125,7 @@ def test_netlink_payloads_keep_only_avc_records():
 
     data = (msg(1400, "audit(1.0:1): avc:  denied  { read } for pid=1") + msg(1300, "audit(1.0:1): arch=c000003e")
             + msg(1400, 'audit(1.0:2): apparmor="DENIED" operation="open"'))
-    assert audit.avc_payloads(data) == ["audit(1.0:1): avc:  denied  { read } for pid=1"]
+    assert split_netlink(data, avc.RECORDS) == ["audit(1.0:1): avc:  denied  { read } for pid=1"]
 
 
 def test_files_created_in_a_relabelled_directory_get_its_original_type_back(tmp_path):

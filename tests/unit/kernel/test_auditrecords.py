@@ -1,14 +1,16 @@
 """The audit sources' framing: netlink datagrams, kmsg records, auditd's log across rotation,
-and which source a host gets. Reading real AppArmor records from the kernel is tested in the
-VM guest (tests/vm/guest/test_apparmor_enforcer.py)."""
+and which source a host gets, with AppArmor's record filter. Reading real AppArmor and SELinux
+records from the kernel is tested in the VM guests (tests/vm/guest/test_apparmor_enforcer.py,
+test_selinux_enforcer.py)."""
 
 from __future__ import annotations
 
 import os
 import struct
 
-from karmor_host.enforce.apparmor import audit
-from karmor_host.enforce.apparmor.audit import AuditdLog, kmsg_message, open_source, split_netlink
+from karmor_host.enforce.apparmor.records import RECORDS
+from karmor_host.kernel import auditrecords as audit
+from karmor_host.kernel.auditrecords import AuditdLog, kmsg_message, open_source, split_netlink
 
 REC = 'audit(1795333125.976:5): apparmor="DENIED" operation="open" profile="karmor-global" name="/x"'
 
@@ -22,8 +24,8 @@ def _nlmsg(kind: int, text: str) -> bytes:
 
 def test_netlink_datagrams_keep_apparmor_records_only():
     data = _nlmsg(1400, REC) + _nlmsg(1300, "audit(1:2): arch=c000003e syscall=257") + _nlmsg(1505, REC + " x")
-    assert split_netlink(data) == [REC, REC + " x"]
-    assert split_netlink(b"") == [] and split_netlink(b"\x01\x00") == []
+    assert split_netlink(data, RECORDS) == [REC, REC + " x"]
+    assert split_netlink(b"", RECORDS) == [] and split_netlink(b"\x01\x00", RECORDS) == []
 
 
 def test_kmsg_records_lose_their_prefix_and_dictionary():
@@ -33,7 +35,7 @@ def test_kmsg_records_lose_their_prefix_and_dictionary():
 def test_auditd_log_is_followed_from_its_end_across_rotation(tmp_path):
     log = tmp_path / "audit.log"
     log.write_text("type=AVC msg=old apparmor=\"DENIED\"\n")
-    src = AuditdLog(log)
+    src = AuditdLog(RECORDS, log)
     assert src.read() == []
     with open(log, "a") as f:
         f.write("type=AVC msg=" + REC + "\ntype=SYSCALL msg=audit(1:2): syscall=2\ntype=AVC msg=par")
@@ -49,18 +51,18 @@ def test_auditd_log_is_followed_from_its_end_across_rotation(tmp_path):
 
 def test_without_multicast_auditd_log_or_kmsg(monkeypatch, tmp_path):
     class Refused(audit.Multicast):
-        def __init__(self) -> None:
+        def __init__(self, records: audit.RecordFilter) -> None:
             raise PermissionError(1, "Operation not permitted")
 
     log, kmsg = tmp_path / "audit.log", tmp_path / "kmsg"
     log.write_text("")
     kmsg.write_text("")
     monkeypatch.setattr(audit, "auditd_running", lambda: True)
-    src, why = open_source(log, kmsg, Refused)
+    src, why = open_source(RECORDS, log, kmsg, Refused)
     assert src.name == "auditd" and "auditd runs" in why and "Operation not permitted" in why
     src.close()
     monkeypatch.setattr(audit, "auditd_running", lambda: False)
-    src, why = open_source(log, kmsg, Refused)
+    src, why = open_source(RECORDS, log, kmsg, Refused)
     assert src.name == "kmsg" and "printk rate limit" in why
     src.close()
 

@@ -1,7 +1,6 @@
-"""Where AppArmor's audit records come from on a real host, as lines for records.parse.
-
-AppArmor writes its decisions to the kernel's audit subsystem. Hosts differ in what they
-run, so three sources, best first:
+"""Where the kernel's audit records come from on a real host, as text lines for an enforcer's
+parser (enforce/apparmor/records.py, enforce/selinux/avc.py). Hosts differ in what they run,
+so three sources, best first:
 
 - `multicast`: the audit netlink socket's read-only multicast group (AUDIT_NLGRP_READLOG,
   Linux 3.16+, needs CAP_AUDIT_READ). Every record, whether or not auditd runs, and without
@@ -12,7 +11,7 @@ run, so three sources, best first:
   limited by printk (`audit: printk limit exceeded` is counted as a loss; so are records the
   ring buffer overwrote before we read them).
 
-Each source reads without blocking and returns whatever lines are there.
+Each source reads without blocking and returns the lines an enforcer's RecordFilter keeps.
 """
 
 from __future__ import annotations
@@ -21,18 +20,32 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Container
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
-AUDIT_AVC = 1400  # AppArmor's records since Linux 2.6.x
-_APPARMOR_TYPES = range(1500, 1600)  # the AppArmor-specific numbers some kernels used
+AUDIT_AVC = 1400  # SELinux's AVC records, and AppArmor's since Linux 2.6.x
+SO_RCVBUFFORCE = 33  # not in the socket module; root may exceed rmem_max with it
 _NLMSG = struct.Struct("=IHHII")
 RCVBUF = 8 << 20
 AUDITD_LOG = Path("/var/log/audit/audit.log")
 AUDITD_PID = Path("/run/auditd.pid")
 KMSG = Path("/dev/kmsg")
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """The records one enforcer reads: their netlink message types, and a text each of them
+    carries (kmsg and auditd's log lines have no type number to filter on cheaply)."""
+
+    types: Container[int]
+    marker: str  # e.g. `apparmor=` or `avc:`
+
+    def wants(self, text: str) -> bool:
+        return self.marker in text
 
 
 class Source(Protocol):
@@ -49,13 +62,14 @@ class Source(Protocol):
 class Multicast:
     name = "multicast"
 
-    def __init__(self) -> None:
+    def __init__(self, records: RecordFilter) -> None:
         self.lost = 0
+        self.records = records
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                              NETLINK_AUDIT)
         try:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE (root)
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             sock.bind((0, AUDIT_NLGRP_READLOG))
@@ -79,23 +93,24 @@ class Multicast:
                     self.lost += 1
                     continue
                 raise
-            lines.extend(split_netlink(data))
+            lines.extend(split_netlink(data, self.records))
 
     def close(self) -> None:
         self._sock.close()
 
 
-def split_netlink(data: bytes) -> list[str]:
-    """The AppArmor record texts in one netlink datagram."""
+def split_netlink(data: bytes, records: RecordFilter) -> list[str]:
+    """The texts of the wanted records in one netlink datagram."""
     out = []
     off = 0
     while off + _NLMSG.size <= len(data):
         length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, off)
         if length < _NLMSG.size:
             break
-        if kind == AUDIT_AVC or kind in _APPARMOR_TYPES:
-            payload = data[off + _NLMSG.size : off + length].rstrip(b"\x00\n")
-            out.append(payload.decode("utf-8", "replace"))
+        if kind in records.types:
+            text = data[off + _NLMSG.size : off + length].rstrip(b"\x00\n").decode("utf-8", "replace")
+            if records.wants(text):
+                out.append(text)
         off += (length + 3) & ~3
     return out
 
@@ -103,8 +118,9 @@ def split_netlink(data: bytes) -> list[str]:
 class Kmsg:
     name = "kmsg"
 
-    def __init__(self, path: Path = KMSG) -> None:
+    def __init__(self, records: RecordFilter, path: Path = KMSG) -> None:
         self.lost = 0
+        self.records = records
         self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         os.lseek(self._fd, 0, os.SEEK_END)  # only what happens from now on
 
@@ -128,7 +144,7 @@ class Kmsg:
             line = kmsg_message(chunk.decode("utf-8", "replace"))
             if "audit: printk limit exceeded" in line or ("audit" in line and "callbacks suppressed" in line):
                 self.lost += 1
-            elif "apparmor=" in line:
+            elif self.records.wants(line):
                 lines.append(line)
 
     def close(self) -> None:
@@ -146,8 +162,9 @@ class AuditdLog:
 
     name = "auditd"
 
-    def __init__(self, path: Path = AUDITD_LOG) -> None:
+    def __init__(self, records: RecordFilter, path: Path = AUDITD_LOG) -> None:
         self.lost = 0
+        self.records = records
         self.path = path
         self._file = open(path, "rb")  # noqa: SIM115 - kept open while following
         self._file.seek(0, os.SEEK_END)
@@ -173,7 +190,7 @@ class AuditdLog:
         complete, _, self._partial = data.rpartition(b"\n")
         if not complete:
             return []
-        return [line for line in complete.decode("utf-8", "replace").split("\n") if "apparmor=" in line]
+        return [line for line in complete.decode("utf-8", "replace").split("\n") if self.records.wants(line)]
 
     def close(self) -> None:
         self._file.close()
@@ -190,16 +207,18 @@ def auditd_running(pid_file: Path = AUDITD_PID) -> bool:
         return False
 
 
-def open_source(auditd_log: Path = AUDITD_LOG, kmsg: Path = KMSG,
+def open_source(records: RecordFilter, auditd_log: Path = AUDITD_LOG, kmsg: Path = KMSG,
                 multicast: type[Multicast] = Multicast) -> tuple[Source, str]:
-    """The best source this host offers, and why it was chosen."""
+    """The best source this host offers for `records`, and why it was chosen."""
     try:
-        return multicast(), "audit netlink multicast group"
+        return multicast(records), "audit netlink multicast group"
     except OSError as exc:
         refused = f"audit multicast refused ({os.strerror(exc.errno or 0)})"
     if auditd_running():
+        # The kernel hands every record to auditd alone: kmsg would stay silent, so a log we
+        # cannot follow is an error, not a reason to fall back.
         try:
-            return AuditdLog(auditd_log), f"{refused}; auditd runs: following {auditd_log}"
+            return AuditdLog(records, auditd_log), f"{refused}; auditd runs: following {auditd_log}"
         except OSError as exc:
             raise OSError(exc.errno, f"{refused}; auditd runs but {auditd_log}: {exc.strerror}") from None
-    return Kmsg(kmsg), f"{refused}; no auditd: reading {kmsg} (printk rate limit applies)"
+    return Kmsg(records, kmsg), f"{refused}; no auditd: reading {kmsg} (printk rate limit applies)"
