@@ -217,17 +217,48 @@ def _show_network(net: NetRuleSet) -> None:
             click.echo(f"  {d.value}: no Allow rules (new flows no rule matches pass)")
 
 
+# The options `show` and `translate` share: which host to compile for, with which default postures.
+_HOST_OPTIONS = (
+    click.option("--hostname", help="Compile for this host name instead of this machine's."),
+    click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_labels,
+                 help="A host label for nodeSelector matching (repeatable)."),
+    click.option("--config", "config_path", type=click.Path(path_type=Path),
+                 help="Take the host name and default postures from this agent config file."),
+    click.option("--file-posture", type=_POSTURES, help="Default file posture (audit)."),
+    click.option("--network-posture", type=_POSTURES, help="Default network posture (audit)."),
+    click.option("--capabilities-posture", type=_POSTURES, help="Default capabilities posture (audit)."),
+)
+
+
+def _host_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_HOST_OPTIONS):  # decorators apply bottom-up; keep the help's order
+        command = option(command)
+    return command
+
+
+def _host_postures(config_path: Path | None, hostname: str | None, file_posture: str | None,
+                   network_posture: str | None, capabilities_posture: str | None,
+                   ) -> tuple[dict[Category, Posture], str | None]:
+    """The default postures and host name: audit, then the config file's, then the options'."""
+    postures = {c: Posture.AUDIT for c in Category}
+    if config_path is not None:
+        try:
+            cfg = config_mod.load(config_path)
+        except ConfigError as exc:
+            click.echo(exc.message, err=True)
+            sys.exit(exc.code)
+        postures.update(cfg.postures)
+        hostname = hostname or cfg.hostname or None
+    given = {Category.FILE: file_posture, Category.NETWORK: network_posture,
+             Category.CAPABILITIES: capabilities_posture}
+    postures.update({c: Posture(v) for c, v in given.items() if v})
+    return postures, hostname
+
+
 @policy.command("show")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.option("--hostname", help="Compile for this host name instead of this machine's.")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_labels,
-              help="A host label for nodeSelector matching (repeatable).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="Take the host name and default postures from this agent config file.")
-@click.option("--file-posture", type=_POSTURES, help="Default file posture (audit).")
-@click.option("--network-posture", type=_POSTURES, help="Default network posture (audit).")
-@click.option("--capabilities-posture", type=_POSTURES, help="Default capabilities posture (audit).")
+@_host_options
 def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels: dict[str, str],
              config_path: Path | None, file_posture: str | None, network_posture: str | None,
              capabilities_posture: str | None) -> None:
@@ -238,19 +269,7 @@ def show_cmd(paths: Sequence[Path], as_json: bool, hostname: str | None, labels:
 
     Invalid files are reported on stderr and left out; the exit status is then 1.
     """
-    postures = {c: Posture.AUDIT for c in Category}
-    if config_path is not None:
-        try:
-            cfg = config_mod.load(config_path)
-        except ConfigError as exc:
-            click.echo(exc.message, err=True)
-            sys.exit(exc.code)
-        postures.update(cfg.postures)
-        hostname = hostname or cfg.hostname or None
-    for category, value in ((Category.FILE, file_posture), (Category.NETWORK, network_posture),
-                            (Category.CAPABILITIES, capabilities_posture)):
-        if value:
-            postures[category] = Posture(value)
+    postures, hostname = _host_postures(config_path, hostname, file_posture, network_posture, capabilities_posture)
     result = load_paths(paths)
     identity = HostIdentity.detect(hostname=hostname, labels=labels)
     rs = compile_policies(host_policies(result.policies), identity, postures)
@@ -301,14 +320,7 @@ TRANSLATORS: dict[str, Callable[[RuleSet], str]] = {
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--enforcer", required=True, type=click.Choice(sorted(TRANSLATORS)),
               help="The enforcer whose kernel policy to print.")
-@click.option("--hostname", help="Compile for this host name instead of this machine's.")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_labels,
-              help="A host label for nodeSelector matching (repeatable).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="Take the host name and default postures from this agent config file.")
-@click.option("--file-posture", type=_POSTURES, help="Default file posture (audit).")
-@click.option("--network-posture", type=_POSTURES, help="Default network posture (audit).")
-@click.option("--capabilities-posture", type=_POSTURES, help="Default capabilities posture (audit).")
+@_host_options
 def translate_cmd(paths: Sequence[Path], enforcer: str, hostname: str | None, labels: dict[str, str],
                   config_path: Path | None, file_posture: str | None, network_posture: str | None,
                   capabilities_posture: str | None) -> None:
@@ -320,18 +332,7 @@ def translate_cmd(paths: Sequence[Path], enforcer: str, hostname: str | None, la
 
     Invalid files are reported on stderr and left out; the exit status is then 1.
     """
-    postures = {c: Posture.AUDIT for c in Category}
-    if config_path is not None:
-        try:
-            cfg = config_mod.load(config_path)
-        except ConfigError as exc:
-            click.echo(exc.message, err=True)
-            sys.exit(exc.code)
-        postures.update(cfg.postures)
-        hostname = hostname or cfg.hostname or None
-    given = {Category.FILE: file_posture, Category.NETWORK: network_posture,
-             Category.CAPABILITIES: capabilities_posture}
-    postures.update({c: Posture(v) for c, v in given.items() if v})
+    postures, hostname = _host_postures(config_path, hostname, file_posture, network_posture, capabilities_posture)
     result = load_paths(paths)
     for p in result.problems:
         click.echo(str(p), err=True)
