@@ -7,12 +7,11 @@ and read the diff.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from karmor_host.enforce.apparmor.render import render
 from tests.unit.enforce.apparmor.helpers import DATA, GOLDEN, fixture_ruleset, parser_check
+from tests.unit.enforce.fixtures import check_golden
 
 FIXTURES = sorted(p.stem for p in DATA.glob("*.yaml"))
 
@@ -25,10 +24,7 @@ def test_every_fixture_has_a_golden():
 @pytest.mark.parametrize("name", FIXTURES)
 def test_render_matches_golden(name):
     text = render(fixture_ruleset(name)).text()
-    golden = GOLDEN / f"{name}.apparmor"
-    if os.environ.get("KARMOR_UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden} differs; KARMOR_UPDATE_GOLDEN=1 rewrites it"
+    check_golden(text, GOLDEN / f"{name}.apparmor")
 
 
 @pytest.mark.parametrize("name", FIXTURES)

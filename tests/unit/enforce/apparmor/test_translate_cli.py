@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from click.testing import CliRunner
-
-from karmor_host.cli import main
 from tests.unit.enforce.apparmor.helpers import parser_check, policy
-
-REPO = Path(__file__).resolve().parents[4]
-EXAMPLES = sorted(str(p) for p in (REPO / "policies").glob("*.yaml"))
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner(mix_stderr=False).invoke(main, ["policy", "translate", *args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
-
+from tests.unit.enforce.fixtures import EXAMPLES, translate
 
 def test_example_policies_translate_to_profiles_the_parser_accepts(tmp_path):
     for posture in ("audit", "block"):
-        code, out, err = run("--enforcer", "apparmor", "--file-posture", posture, "--network-posture", posture,
-                             "--capabilities-posture", posture, *EXAMPLES)
+        code, out, err = translate("--enforcer", "apparmor", "--file-posture", posture, "--network-posture", posture,
+                                   "--capabilities-posture", posture, *EXAMPLES)
         assert code == 0, err
         assert "profile karmor-src-usr.sbin.nginx" in out
         proc = parser_check(out, tmp_path)
@@ -40,13 +25,13 @@ def test_posture_and_host_options_reach_the_profiles(tmp_path):
       fromSource:
       - path: /usr/sbin/sshd
 """))
-    _, audit_out, _ = run("--enforcer", "apparmor", str(f))
-    _, block_out, _ = run("--enforcer", "apparmor", "--network-posture", "block", str(f))
+    _, audit_out, _ = translate("--enforcer", "apparmor", str(f))
+    _, block_out, _ = translate("--enforcer", "apparmor", "--network-posture", "block", str(f))
     assert "profile karmor-src-usr.sbin.sshd" not in audit_out  # nothing for AppArmor to do
     assert "profile karmor-src-usr.sbin.sshd" in block_out and "  network inet stream," in block_out
     cfg = tmp_path / "karmor-host.yaml"
     cfg.write_text("defaultPosture:\n  network: block\n")
-    _, cfg_out, _ = run("--enforcer", "apparmor", "--config", str(cfg), str(f))
+    _, cfg_out, _ = translate("--enforcer", "apparmor", "--config", str(cfg), str(f))
     assert cfg_out == block_out
 
 
@@ -55,11 +40,11 @@ def test_invalid_files_are_reported_and_left_out(tmp_path):
     good.write_text(policy("ok", "  file:\n    matchPaths:\n    - path: /etc/shadow\n"))
     bad = tmp_path / "b.yaml"
     bad.write_text(policy("bad", "  file:\n    matchPaths:\n    - path: etc/shadow\n"))
-    code, out, err = run("--enforcer", "apparmor", str(good), str(bad))
+    code, out, err = translate("--enforcer", "apparmor", str(good), str(bad))
     assert code == 1 and "b.yaml:" in err and "spec.file.matchPaths[0].path" in err
     assert 'audit deny "/etc/shadow" rw,' in out
 
 
 def test_an_enforcer_is_required():
-    code, _, err = run(*EXAMPLES[:1])
+    code, _, err = translate(*EXAMPLES[:1])
     assert code == 2 and "--enforcer" in err

@@ -7,25 +7,14 @@ import zlib
 from pathlib import Path
 
 from karmor_host.enforce.bpflsm.plan import Protection
-from karmor_host.policy import HostIdentity, compile_policies, load_text
-from karmor_host.policy.ruleset import Category, Posture, RuleSet
+from karmor_host.policy.ruleset import RuleSet
+from tests.unit.enforce import fixtures
+from tests.unit.enforce.fixtures import HEAD, IDENTITY, ruleset_of  # noqa: F401 - the tests' names
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
 GOLDEN = HERE / "golden"
-IDENTITY = HostIdentity.detect(hostname="web-1")
 DEV = 8 << 20 | 1  # what the kernel would call sda1
-
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
 
 
 def resolve(directory: str) -> tuple[int, int] | None:
@@ -41,27 +30,8 @@ def ino(directory: str) -> int:
     return ident[1]
 
 
-def postures_of(text: str) -> dict[Category, Posture]:
-    first = text.splitlines()[0]
-    assert first.startswith("# postures:"), f"fixture must start with '# postures:', not {first!r}"
-    out = {}
-    for item in first.removeprefix("# postures:").split():
-        key, _, value = item.partition("=")
-        out[Category(key)] = Posture(value)
-    return out
-
-
 def fixture_ruleset(name: str) -> RuleSet:
-    text = (DATA / f"{name}.yaml").read_text()
-    result = load_text(text, f"{name}.yaml")
-    assert result.valid, [str(p) for p in result.problems]
-    return compile_policies(result.policies, IDENTITY, postures_of(text), resolve=str)
-
-
-def ruleset_of(yaml_text: str, postures: dict[Category, Posture] | None = None) -> RuleSet:
-    result = load_text(yaml_text, "p.yaml")
-    assert result.valid, [str(p) for p in result.problems]
-    return compile_policies(result.policies, IDENTITY, postures or {}, resolve=str)
+    return fixtures.fixture_ruleset(DATA, name)
 
 
 PROTECT = Protection(programs=("/usr/bin/python3.11",), files=("/etc/karmor/karmor-host.yaml",),

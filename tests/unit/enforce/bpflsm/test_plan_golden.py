@@ -6,12 +6,11 @@ and read the diff.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from karmor_host.enforce.bpflsm.plan import plan
 from tests.unit.enforce.bpflsm.helpers import DATA, GOLDEN, PROTECT, fixture_ruleset, resolve
+from tests.unit.enforce.fixtures import check_golden
 
 FIXTURES = sorted(p.stem for p in DATA.glob("*.yaml"))
 
@@ -24,10 +23,7 @@ def test_every_fixture_has_a_golden():
 @pytest.mark.parametrize("name", FIXTURES)
 def test_plan_matches_golden(name):
     text = "\n".join(plan(fixture_ruleset(name), resolve, PROTECT).render()) + "\n"
-    golden = GOLDEN / f"{name}.plan"
-    if os.environ.get("KARMOR_UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden} differs; KARMOR_UPDATE_GOLDEN=1 rewrites it"
+    check_golden(text, GOLDEN / f"{name}.plan")
 
 
 @pytest.mark.parametrize("name", FIXTURES)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from karmor_host.enforce.selinux.facts import MISSING, Inode, Inventory, PolicyFacts, Tree, Wanted
 from karmor_host.enforce.selinux.render import wanted
-from karmor_host.policy import HostIdentity, compile_policies, load_text
 from karmor_host.policy.ruleset import Category, Posture, RuleSet
+from tests.unit.enforce import fixtures
+from tests.unit.enforce.fixtures import HEAD, IDENTITY, policy  # noqa: F401 - the tests' names
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
 GOLDEN = HERE / "golden"
-IDENTITY = HostIdentity.detect(hostname="web-1")
 FIXTURES = sorted(p.stem for p in DATA.glob("*.yaml"))
 
 
@@ -29,39 +29,13 @@ def facts() -> PolicyFacts:
     return PolicyFacts.from_json(json.loads((DATA / "facts.json").read_text()))
 
 
-def postures_of(text: str) -> dict[Category, Posture]:
-    first = text.splitlines()[0]
-    assert first.startswith("# postures:"), f"fixture must start with '# postures:', not {first!r}"
-    out = {}
-    for item in first.removeprefix("# postures:").split():
-        key, _, value = item.partition("=")
-        out[Category(key)] = Posture(value)
-    return out
-
-
 def fixture_ruleset(name: str) -> RuleSet:
-    text = (DATA / f"{name}.yaml").read_text()
-    result = load_text(text, f"{name}.yaml")
-    assert result.valid, [str(p) for p in result.problems]
-    return compile_policies(result.policies, IDENTITY, postures_of(text), resolve=str)
-
-
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
+    return fixtures.fixture_ruleset(DATA, name)
 
 
 def ruleset_of(body: str, postures: dict[Category, Posture] | None = None, name: str = "p") -> RuleSet:
-    result = load_text(HEAD.format(name=name) + body, "p.yaml")
-    assert result.valid, [str(p) for p in result.problems]
-    return compile_policies(result.policies, IDENTITY, postures or {}, resolve=str)
+    """The rule set of one host policy named `name` with `body` under its spec."""
+    return fixtures.ruleset_of(policy(name, body), postures)
 
 
 def context_of(path: str) -> str:

@@ -7,11 +7,10 @@ and read the diff. test_compile.py builds modules like these against the install
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from karmor_host.enforce.selinux.render import plan
+from tests.unit.enforce.fixtures import check_golden
 from tests.unit.enforce.selinux.helpers import FIXTURES, GOLDEN, facts, fixture_ruleset, inventory_for
 
 
@@ -24,10 +23,7 @@ def test_every_fixture_has_a_golden():
 def test_render_matches_golden(name):
     rs = fixture_ruleset(name)
     text = plan(rs, facts(), inventory_for(rs)).cil
-    golden = GOLDEN / f"{name}.cil"
-    if os.environ.get("KARMOR_UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden} differs; KARMOR_UPDATE_GOLDEN=1 rewrites it"
+    check_golden(text, GOLDEN / f"{name}.cil")
 
 
 @pytest.mark.parametrize("name", FIXTURES)
