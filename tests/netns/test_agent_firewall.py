@@ -13,19 +13,10 @@ import pytest
 from tests.kernel.agent_harness import ensure_journald, journal, unique, wait_for
 from tests.netns.agent_ns import NetnsAgent
 from tests.netns.topology import PYTHON, Topology
+from tests.policytext import network_policy
 
 pytestmark = pytest.mark.kernel
 
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorNetworkPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
 PY_EXE = os.path.realpath(PYTHON)
 
 
@@ -42,7 +33,7 @@ def agent(topo, tmp_path):
 
 def put(agent: NetnsAgent, name: str, body: str, filename: str = "") -> None:
     before = agent.applied_count()
-    agent.write_policy(filename or f"{name}.yaml", HEAD.format(name=name) + body)
+    agent.write_policy(filename or f"{name}.yaml", network_policy(name, body))
     agent.wait_applied(before, timeout=5)
 
 
@@ -163,7 +154,7 @@ def test_malformed_cidr_is_rejected_with_its_line_and_the_rules_stay(agent, topo
     put(agent, name, f"  egress:\n  - to:\n    - ipBlock:\n        cidr: {topo.b4(0)}/32\n  action: Block\n",
         filename="net.yaml")
     live = fw(topo, "live")
-    bad = HEAD.format(name=name) + "  egress:\n  - to:\n    - ipBlock:\n        cidr: 10.1.2.0/33\n  action: Block\n"
+    bad = network_policy(name, "  egress:\n  - to:\n    - ipBlock:\n        cidr: 10.1.2.0/33\n  action: Block\n")
     agent.write_policy("net.yaml", bad)
     problem = wait_for(lambda: [e for e in agent.log_events("policy_invalid") if "net.yaml" in e["problem"]], 5)
     assert problem, agent.log()[-2000:]

@@ -12,24 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.netns.topology import PYTHON, Topology
+from tests.policytext import network_policy
 
 pytestmark = pytest.mark.kernel
 
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorNetworkPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
-
-
 def write(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(HEAD.format(name=name) + body)
+    path.write_text(network_policy(name, body))
     return path
 
 

@@ -7,21 +7,13 @@ from pathlib import Path
 from karmor_host.policy import HostIdentity, load_text
 from karmor_host.policy.netpolicy import NetRuleSet, compile_network
 from karmor_host.policy.ruleset import Posture
+from tests.policytext import network_policy
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
 HOST = HostIdentity.detect(hostname="web-1")
 
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorNetworkPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
+HEAD = network_policy("{name}", "")  # a template: HEAD.format(name=...) + body
 
 
 def ruleset(text: str, posture: Posture = Posture.AUDIT, file: str = "p.yaml") -> NetRuleSet:
@@ -36,4 +28,4 @@ def fixture(name: str, posture: Posture = Posture.AUDIT) -> NetRuleSet:
 
 
 def policy(name: str, body: str, posture: Posture = Posture.AUDIT) -> NetRuleSet:
-    return ruleset(HEAD.format(name=name) + body, posture)
+    return ruleset(network_policy(name, body), posture)

@@ -5,25 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from karmor_host.policy import HostPolicy, load_text
+from tests.policytext import host_policy
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[3]
 
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: {host}
-"""
-
-
 def policy_text(name: str, body: str, host: str = '"*"') -> str:
     """A policy document: the standard head (8 lines) followed by `body` (spec-level lines)."""
-    return HEAD.format(name=name, host=host) + body
+    return host_policy(name, body, host)
 
 
 def load_one(text: str, file: str = "p.yaml") -> HostPolicy:

@@ -18,27 +18,13 @@ from karmor_host.policy.netpolicy import (
 from karmor_host.policy.netpolicy import messages as N
 from karmor_host.policy.netpolicy.services import parse as parse_services
 from karmor_host.policy.ruleset import Action, Posture
+from tests.policytext import network_policy
 
 from .helpers import DATA
 from .test_cases import _template_regex
 
 NET = DATA / "net"
 HOST = HostIdentity.detect(hostname="web-1")
-
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorNetworkPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: {host}
-"""
-
-
-def net_text(name: str, body: str, host: str = '"*"') -> str:
-    return HEAD.format(name=name, host=host) + body
 
 
 def cases(group: str) -> list[Path]:
@@ -94,7 +80,7 @@ def test_every_network_message_template_has_a_case() -> None:
 
 
 def test_malformed_cidr_names_its_line_and_field() -> None:
-    text = net_text("x", "  egress:\n  - to:\n    - ipBlock:\n        cidr: 10.1.2.300/24\n  action: Block\n")
+    text = network_policy("x", "  egress:\n  - to:\n    - ipBlock:\n        cidr: 10.1.2.300/24\n  action: Block\n")
     result = load_text(text, "x.yaml")
     (p,) = result.problems
     assert (p.line, p.col, p.field) == (12, 15, "spec.egress[0].to[0].ipBlock.cidr")
@@ -124,7 +110,7 @@ def test_host_and_network_policies_share_one_file_and_one_name_space() -> None:
     host = ("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {n}\n"
             "spec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n"
             "  process:\n    matchPaths:\n    - path: /usr/bin/true\n")
-    net = net_text("{n}", "  ingress:\n  - {{}}\n  action: Audit\n")
+    net = network_policy("{n}", "  ingress:\n  - {{}}\n  action: Audit\n")
     both = load_text(host.format(n="a") + "---\n" + net.format(n="b"), "f.yaml")
     assert both.valid and [type(p).__name__ for p in both.policies] == ["HostPolicy", "NetworkPolicy"]
     assert [p.name for p in host_policies(both.policies)] == ["a"]
@@ -173,7 +159,7 @@ BODY = """\
 
 
 def test_compile_orders_block_audit_allow_and_inherits() -> None:
-    rs = compile_network([load_net(net_text("p", BODY))], HOST, Posture.BLOCK)
+    rs = compile_network([load_net(network_policy("p", BODY))], HOST, Posture.BLOCK)
     assert [(r.direction.value, r.action.value, r.field) for r in rs.rules] == [
         ("ingress", "Block", "spec.ingress[1]"),
         ("ingress", "Audit", "spec.ingress[2]"),
@@ -192,23 +178,23 @@ def test_compile_orders_block_audit_allow_and_inherits() -> None:
 
 
 def test_rule_ids_are_stable_and_unique() -> None:
-    a = compile_network([load_net(net_text("p", BODY))], HOST)
-    b = compile_network([load_net("# moved down\n\n" .join(["", net_text("p", BODY)]))], HOST)
+    a = compile_network([load_net(network_policy("p", BODY))], HOST)
+    b = compile_network([load_net("# moved down\n\n" .join(["", network_policy("p", BODY)]))], HOST)
     assert len({r.id for r in a.rules}) == len(a.rules)
     assert [r.id for r in a.rules] == [r.id for r in b.rules]
-    other = compile_network([load_net(net_text("q", BODY))], HOST)
+    other = compile_network([load_net(network_policy("q", BODY))], HOST)
     assert not {r.id for r in a.rules} & {r.id for r in other.rules}
 
 
 def test_policy_for_another_host_adds_no_rules() -> None:
-    rs = compile_network([load_net(net_text("p", BODY, host="db-1"))], HOST)
+    rs = compile_network([load_net(network_policy("p", BODY, host="db-1"))], HOST)
     assert rs.empty and rs.whitelists == frozenset()
     (info,) = rs.policies
     assert not info.applies and "db-1" in info.reason
 
 
 def test_missing_action_is_block_and_no_allow_means_no_whitelist() -> None:
-    rs = compile_network([load_net(net_text("p", "  egress:\n  - {}\n"))], HOST)
+    rs = compile_network([load_net(network_policy("p", "  egress:\n  - {}\n"))], HOST)
     (rule,) = rs.rules
     assert rule.action is Action.BLOCK and rule.severity == 1 and rule.families == (4, 6)
     assert rs.whitelists == frozenset() and not rs.alerts_possible(Direction.INGRESS)
