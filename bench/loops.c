@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Tight loops for bench_monitor.py, compiled at bench time: Python's own overhead per
- * iteration would hide what a BPF program adds to a syscall. Prints ns per iteration.
- *   loops open N PATH   open(PATH, O_RDONLY) + close
- *   loops exec N        fork + execve("/bin/true") + waitpid
- *   loops getppid N     the cheapest syscall: shows the syscall-tracepoint slow path
+ * Tight loops for the benches (bench_monitor.py, bench_apparmor.py, bench_lsm.py), compiled at
+ * bench time: Python's own overhead per iteration would hide what a BPF program or an LSM adds
+ * to a syscall. Prints "WALL_NS CPU_NS": wall and CPU time per iteration.
+ *   loops open N PATH     open(PATH, O_RDONLY) + close
+ *   loops exec N [PROG]   fork + execve(PROG, argv[0] "true") + waitpid; PROG is /bin/true by
+ *                         default (a static busybox runs as its `true` applet)
+ *   loops getppid N       the cheapest syscall: shows the syscall-tracepoint slow path
+ * LOOP_CPU=K pins the loop (and the children it forks) to CPU K.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -54,7 +57,7 @@ int main(int argc, char **argv)
 	}
 
 	if (argc < 3 || n <= 0) {
-		fprintf(stderr, "usage: loops open|exec|getppid N [PATH]\n");
+		fprintf(stderr, "usage: loops open N PATH | exec N [PROG] | getppid N\n");
 		return 2;
 	}
 	start_cpu = cpu_ns();
@@ -68,14 +71,18 @@ int main(int argc, char **argv)
 			close(fd);
 		}
 	} else if (!strcmp(argv[1], "exec")) {
+		const char *prog = argc > 3 ? argv[3] : "/bin/true";
+
 		for (i = 0; i < n; i++) {
 			pid_t pid = fork();
+			int status;
 
 			if (pid == 0) {
-				execl("/bin/true", "true", (char *)NULL);
+				execl(prog, "true", (char *)NULL);
 				_exit(127);
 			}
-			if (pid < 0 || waitpid(pid, NULL, 0) < 0)
+			/* an exec that failed (or was denied) must not pass for a fast one */
+			if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
 				return 1;
 		}
 	} else if (!strcmp(argv[1], "getppid")) {
