@@ -3,7 +3,7 @@
 under BPF-LSM, against no enforcement at all. ratio = measured / baseline (1.05: 5 % slower).
 
 This machine's kernel has neither LSM, so run() boots the `apparmor` guest of the VM suite
-(tests/vm/harness.py) once and runs `python -m bench.bench_apparmor --guest OUT` in it; the
+once (bench/guest.py) and runs `python -m bench.bench_apparmor --guest OUT` in it; the
 guest writes its rows to OUT/bench_apparmor.json. The loops (bench/loops.c) are compiled on
 the host; each run is pinned to a CPU. The guest emulates its CPU (TCG): absolute times mean little
 there, ratios are what to read.
@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-LOOPS_C = Path(__file__).with_name("loops.c")
+from bench.guest import loops_binary
+
 RESULT = "bench_apparmor.json"
 RULE_COUNTS = (0, 10, 100)
 N = {"open": 2_000, "exec": 4}  # iterations per run (TCG: ~0.1 s and ~0.3 s)
@@ -190,7 +188,7 @@ def _bpflsm_rows(loops: Loops) -> list[dict]:
 
 def guest_main(out: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="karmor-bench-"))
-    loops = Loops(out / "loops", work)
+    loops = Loops(loops_binary(out), work)
     rows = _apparmor_rows(loops, work)
     try:
         rows += _bpflsm_rows(loops)
@@ -204,36 +202,11 @@ def guest_main(out: Path) -> int:
 
 
 def run() -> list[dict]:
-    from tests.vm import harness
-    from tests.vm.configs import BY_NAME
+    from bench import guest
 
-    cfg = BY_NAME["apparmor"]
-    work = Path(tempfile.mkdtemp(prefix="karmor-bench-apparmor-"))
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(work / "loops"), str(LOOPS_C)], check=True)
-    harness.check_host_tools()
-    image = harness.prepare(work)
-    python = REPO / ".venv" / "bin" / "python"
-    exec_cmd = (shlex.join([str(harness.RUNNER), str(REPO), str(work), cfg.name, "setup"]) + " && cd "
-                + shlex.quote(str(REPO)) + " && "
-                + shlex.join([str(python), "-m", "bench.bench_apparmor", "--guest", str(work)]))
-    cmd = harness.vng_command(cfg, harness.find_kernel(), work, exec_cmd, image)
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PATH": harness._path()}, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=BOOT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        harness._kill_group(proc)  # vng, QEMU and its helpers
-        out, _ = proc.communicate()
-    (work / "console.log").write_bytes(out)
-    result = work / RESULT
-    if not result.is_file():
-        tail = out.decode(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"the guest wrote no {RESULT} (vng rc={proc.returncode}); console:\n" + "\n".join(tail))
-    rows = json.loads(result.read_text())
-    rows.append({"name": "guest run", "baseline": "", "measured": round(time.monotonic() - started, 1),
-                 "ratio": "", "notes": f"s wall, boot included; work dir {work}"})
-    return rows
+    res = guest.run("bench_apparmor", RESULT, "apparmor", BOOT_TIMEOUT_S)
+    return res.data + [{"name": "guest run", "baseline": "", "measured": round(res.seconds, 1), "ratio": "",
+                        "notes": f"s wall, boot included; work dir {res.workdir}"}]
 
 
 def main(argv: list[str]) -> int:
