@@ -16,7 +16,7 @@ from karmor_host.cli import main
 from karmor_host.errors import ConfigError, Problem
 from karmor_host.policy import HostIdentity, LoadResult, compile_policies, load_paths
 from karmor_host.policy.netpolicy import Direction, NetRule, NetRuleSet, compile_network, host_policies
-from karmor_host.policy.ruleset import Category, Posture, Rule, RuleSet, Source
+from karmor_host.policy.ruleset import Category, PolicyInfo, Posture, Rule, RuleSet, Source
 
 _POSTURES = click.Choice([p.value for p in Posture])
 
@@ -144,6 +144,18 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
+def _echo_rules(title: str, rows: list[list[str]], elsewhere_title: str, policies: Sequence[PolicyInfo]) -> None:
+    """A rule table, then the policies whose nodeSelector left them out, with the reason."""
+    click.echo(f"\n{title}")
+    for line in _table(rows):
+        click.echo(line)
+    elsewhere = [p for p in policies if not p.applies]
+    if elsewhere:
+        click.echo(f"\n{elsewhere_title} ({len(elsewhere)}):")
+        for p in elsewhere:
+            click.echo(f"  {p.name} ({p.file}): {p.reason}")
+
+
 def _show_text(rs: RuleSet, identity: HostIdentity) -> None:
     click.echo(f"host: {identity.hostname}")
     header = ["ID", "POLICY", "ACTION", "OPERATION", "TARGET", "SOURCES", "FLAGS", "SEVERITY"]
@@ -153,14 +165,7 @@ def _show_text(rs: RuleSet, identity: HostIdentity) -> None:
          str(r.severity)]
         for r in rs.rules
     ]
-    click.echo(f"\nrules ({len(rs.rules)}):")
-    for line in _table(rows):
-        click.echo(line)
-    elsewhere = [p for p in rs.policies if not p.applies]
-    if elsewhere:
-        click.echo(f"\nnot for this host ({len(elsewhere)}):")
-        for p in elsewhere:
-            click.echo(f"  {p.name} ({p.file}): {p.reason}")
+    _echo_rules(f"rules ({len(rs.rules)}):", rows, "not for this host", rs.policies)
     click.echo("\npostures:")
     for c in Category:
         kind = "whitelist" if c in rs.whitelists else "no Allow rules"
@@ -201,14 +206,8 @@ def _show_network(net: NetRuleSet) -> None:
          ",".join(r.ifaces) or "any", r.ports_text(), str(r.severity)]
         for r in net.rules
     ]
-    click.echo(f"\nnetwork firewall rules ({len(net.rules)}), in evaluation order:")
-    for line in _table(rows):
-        click.echo(line)
-    elsewhere = [p for p in net.policies if not p.applies]
-    if elsewhere:
-        click.echo(f"\nnetwork policies not for this host ({len(elsewhere)}):")
-        for p in elsewhere:
-            click.echo(f"  {p.name} ({p.file}): {p.reason}")
+    _echo_rules(f"network firewall rules ({len(net.rules)}), in evaluation order:", rows,
+                "network policies not for this host", net.policies)
     click.echo(f"\nnetwork posture: {net.posture.value}")
     for d in Direction:
         if d in net.whitelists:
