@@ -11,19 +11,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.policytext import host_policy
+
 REPO = Path(__file__).resolve().parents[2]
 KARMOR = str(REPO / ".venv" / "bin" / "karmor-host")
 
-POLICY_HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
+POLICY_HEAD = host_policy("{name}", "")  # a template: POLICY_HEAD.format(name=...) + body
 
 
 def ensure_journald() -> None:

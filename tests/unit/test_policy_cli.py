@@ -9,22 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from karmor_host.cli import main
+from tests.policytext import host_policy
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = REPO / "tests/unit/policy/data/bad"
 WARN = REPO / "tests/unit/policy/data/warn"
-
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: {host}
-"""
-
 
 def run(*args: str) -> tuple[int, str, str]:
     result = CliRunner(mix_stderr=False).invoke(main, ["policy", *args])
@@ -34,7 +23,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def write(path: Path, name: str, body: str, host: str = '"*"') -> Path:
-    path.write_text(HEAD.format(name=name, host=host) + body)
+    path.write_text(host_policy(name, body, host))
     return path
 
 
@@ -122,7 +111,7 @@ def test_show_json_with_labels_postures_and_conflicts(tmp_path: Path) -> None:
     body = "  file:\n    matchPaths:\n    - path: /etc/hosts\n      fromSource: [{path: /usr/bin/cat}]\n"
     write(tmp_path / "a.yaml", "a-allow", body + "  action: Allow\n")
     write(tmp_path / "b.yaml", "b-block", body + "  action: Block\n")
-    (tmp_path / "c.yaml").write_text(HEAD.format(name="c-rack", host='"*"').replace(
+    (tmp_path / "c.yaml").write_text(host_policy("c-rack", "").replace(
         '"*"\n', '"*"\n      rack: r7\n') + "  process:\n    matchPaths:\n    - path: /usr/bin/ls\n")
     code, out, _ = run("show", "--json", "--hostname", "h1", "--label", "rack=r7",
                        "--file-posture", "block", str(tmp_path))

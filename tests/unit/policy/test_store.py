@@ -5,22 +5,15 @@ import os
 import pytest
 
 from karmor_host.policy.store import PolicyStore
+from tests.policytext import host_policy
 
-POLICY = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
+POLICY = host_policy("{name}", """\
   severity: {severity}
   file:
     matchPaths:
     - path: /etc/shadow
   action: Audit
-"""
+""")  # a template: POLICY.format(name=..., severity=...)
 
 
 def write(path, text, mode=0o644):
