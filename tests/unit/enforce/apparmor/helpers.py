@@ -8,7 +8,7 @@ from pathlib import Path
 
 from karmor_host.policy.ruleset import RuleSet
 from tests.unit.enforce import fixtures
-from tests.unit.enforce.fixtures import HEAD, IDENTITY, policy, ruleset_of  # noqa: F401 - the tests' names
+from tests.unit.enforce.fixtures import IDENTITY, policy, ruleset_of  # noqa: F401 - the tests' names
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
