@@ -29,21 +29,13 @@ from karmor_host.kernel.auditrecords import Kmsg
 from karmor_host.kernel.events import EventKind
 from karmor_host.policy import HostIdentity, compile_policies, load_text
 from karmor_host.policy.ruleset import Category, Posture, RuleSet
+from tests.policytext import host_policy
 
 pytestmark = pytest.mark.vm_config("apparmor")
 
 PY = "/usr/bin/python3.11"
 NOBODY = 65534
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
+HEAD = host_policy("{name}", "")  # a template: HEAD.format(name=...) + body
 
 
 def ruleset(*docs: tuple[str, str], postures: dict[Category, Posture] | None = None) -> RuleSet:

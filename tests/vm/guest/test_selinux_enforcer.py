@@ -37,6 +37,7 @@ from karmor_host.kernel.events import EventKind
 from karmor_host.paths import Paths
 from karmor_host.policy import HostIdentity, compile_policies, load_text
 from karmor_host.policy.ruleset import Category, Posture, RuleSet
+from tests.policytext import host_policy
 
 pytestmark = pytest.mark.vm_config("selinux")
 FACTS_DIR = "selinux-facts"  # tests/vm/selinux_store.py
@@ -46,16 +47,7 @@ BIN = LAB / "bin"
 BUSYBOX = BIN / "wl" / "busybox"  # static: no libraries to open from the unlabelled 9p root
 UNLABELLED = "/usr/lib/os-release"  # on the 9p root
 STORE = (Path("/etc/selinux"), Path("/var/lib/selinux"))
-HEAD = """\
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-"""
+HEAD = host_policy("{name}", "")  # a template: HEAD.format(name=...) + body
 BLOCK_ALL = {c: Posture.BLOCK for c in Category}
 
 
