@@ -21,7 +21,6 @@ what looking them up costs, and nothing is denied.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -41,21 +40,27 @@ BLOCKS = 4  # BPF-LSM: installs per rule count (PAIRS // BLOCKS runs each way pe
 BOOT_TIMEOUT_S = 2400
 
 
+# On tmpfs in the guest, and created before an apply: BPF-LSM keys a rule by the directory the
+# kernel resolves, so a rule under a directory that does not exist is pending, not in its maps.
+RULE_ROOT = Path("/run/karmor-bench")
+
+
 def rules_yaml(n: int) -> str:
     """n Block rules without fromSource (so they are in karmor-global), a quarter of each
     kind: file paths, recursive directories, patterns, process paths."""
-    head = ("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: bench\n"
-            "spec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  action: Block\n")
+    from tests.policytext import host_policy
+
+    head = host_policy("bench", "  action: Block\n")
     files, dirs, pats, procs = [], [], [], []
     for i in range(n):
         [files, dirs, pats, procs][i % 4].append(i)
     body = "  file:\n"
-    body += "    matchPaths:\n" + "".join(f"    - path: /srv/karmor-bench/f{i}\n" for i in files) if files else ""
+    body += "    matchPaths:\n" + "".join(f"    - path: {RULE_ROOT}/f{i}\n" for i in files) if files else ""
     body += "    matchDirectories:\n" + "".join(
-        f"    - dir: /srv/karmor-bench/d{i}/\n      recursive: true\n" for i in dirs) if dirs else ""
-    body += "    matchPatterns:\n" + "".join(f"    - pattern: /srv/karmor-bench/p{i}/*.key\n" for i in pats) if pats else ""
+        f"    - dir: {RULE_ROOT}/d{i}/\n      recursive: true\n" for i in dirs) if dirs else ""
+    body += "    matchPatterns:\n" + "".join(f"    - pattern: {RULE_ROOT}/p{i}/*.key\n" for i in pats) if pats else ""
     if procs:
-        body += "  process:\n    matchPaths:\n" + "".join(f"    - path: /srv/karmor-bench/x{i}\n" for i in procs)
+        body += "  process:\n    matchPaths:\n" + "".join(f"    - path: {RULE_ROOT}/x{i}\n" for i in procs)
     return head + body
 
 
@@ -99,6 +104,8 @@ class Loops:
 def _ruleset(n: int):
     from karmor_host.policy import HostIdentity, compile_policies, load_text
 
+    for i in range(n):
+        (RULE_ROOT / f"d{i}").mkdir(parents=True, exist_ok=True)
     result = load_text(rules_yaml(n), "bench.yaml") if n else None
     policies = result.policies if result else ()
     return compile_policies(policies, HostIdentity.detect(), {})
@@ -161,6 +168,7 @@ def _bpflsm_rows(loops: Loops) -> list[dict]:
         rs = _ruleset(n)
         runs: dict[tuple[str, bool], list[float]] = {}
         ratios: dict[str, list[float]] = {"open": [], "exec": []}
+        held = "nothing installed"
         for _ in range(BLOCKS):  # a block without, then one with the rules installed
             block: dict[tuple[str, bool], list[float]] = {}
             for installed in (False, True):
@@ -168,6 +176,9 @@ def _bpflsm_rows(loops: Loops) -> list[dict]:
                 try:
                     if enf is not None:
                         enf.apply(rs)
+                        plan = getattr(enf, "plan", None)  # what the kernel maps hold: no rule left pending
+                        held = (f"{plan.entries()} map entries, {len(plan.pending)} paths pending" if plan
+                                else "nothing installed")
                     for loop in ("open", "exec"):
                         for _ in range(PAIRS[loop] // BLOCKS):
                             block.setdefault((loop, installed), []).append(loops.one(loop))
@@ -182,7 +193,7 @@ def _bpflsm_rows(loops: Loops) -> list[dict]:
         for loop in ("open", "exec"):
             rows.append(_row(f"bpflsm {loop} {n} rules", runs[(loop, False)], runs[(loop, True)], ratios[loop],
                              f"CPU ns/iteration; {BLOCKS} blocks of {PAIRS[loop] // BLOCKS} runs, without then "
-                             "with the rules installed; ratio: median of the blocks' ratios"))
+                             f"with the rules installed ({held}); ratio: median of the blocks' ratios"))
     return rows
 
 
@@ -210,15 +221,9 @@ def run() -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.bench_apparmor", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--guest", type=Path, help="run the measurements here (inside the VM guest), rows to DIR")
-    args = ap.parse_args(argv)
-    if args.guest:
-        return guest_main(args.guest)
-    from bench.__main__ import print_table
+    from bench import guest
 
-    print_table(run())
-    return 0
+    return guest.main(argv, "bench_apparmor", __doc__, guest_main, run)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ a copy of it, which is another file) on directories the loops never touch.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -54,8 +53,8 @@ RESULT = "bench-lsm.json"
 def ruleset_text(count: int) -> str:
     """`count` rules that never match the loops: 40 % exact files, 20 % recursive directories,
     20 % programs, 20 % file rules scoped to busybox."""
-    head = ("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: bench-{i}\n"
-            "spec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n")
+    from tests.policytext import host_policy
+
     docs = []
     for i in range(count):
         d = RULE_ROOT / f"d{i}"
@@ -69,7 +68,7 @@ def ruleset_text(count: int) -> str:
         else:
             body = (f"  file:\n    matchPaths:\n    - path: {d}/file\n      fromSource:\n"
                     f"      - path: /usr/bin/busybox\n  action: Audit\n")
-        docs.append(head.format(i=i) + body)
+        docs.append(host_policy(f"bench-{i}", body))
     return "---\n".join(docs)
 
 
@@ -248,15 +247,9 @@ def run() -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.bench_lsm", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--guest", type=Path, help="run the measurements here (inside the VM guest), results to DIR")
-    args = ap.parse_args(argv)
-    if args.guest:
-        return guest_main(args.guest)
-    from bench.__main__ import print_table
+    from bench import guest
 
-    print_table(run())
-    return 0
+    return guest.main(argv, "bench_lsm", __doc__, guest_main, run)
 
 
 if __name__ == "__main__":

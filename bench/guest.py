@@ -11,6 +11,7 @@ The guest's console is copied to WORKDIR/console.log as it comes, so a long run 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,18 @@ def run(module: str, result: str, config: str = "apparmor", timeout_s: int = TIM
         why = f"killed after {timeout_s} s" if timed_out else f"vng rc={proc.returncode}"
         raise RuntimeError(f"the guest wrote no {result} ({why}; work dir {workdir}); console:\n" + "\n".join(tail))
     return GuestResult(json.loads(path.read_text()), workdir, seconds)
+
+
+def main(argv: list[str], module: str, doc: str | None, guest_main: Callable[[Path], int],
+         run_rows: Callable[[], list[dict]]) -> int:
+    """A guest bench's command line: `--guest DIR` measures inside the guest (rows to DIR);
+    without it, boot the guest and print the rows."""
+    ap = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=(doc or "").split("\n\n")[0])
+    ap.add_argument("--guest", type=Path, help="run the measurements here (inside the VM guest), results to DIR")
+    args = ap.parse_args(argv)
+    if args.guest:
+        return guest_main(args.guest)
+    from bench.__main__ import print_table
+
+    print_table(run_rows())
+    return 0
