@@ -82,7 +82,8 @@ class Spool:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.overflow = overflow
-        self.segment_bytes = segment_bytes or min(MAX_SEGMENT, max(MIN_SEGMENT, max_bytes // 16))
+        self._fixed_segment = segment_bytes is not None
+        self.segment_bytes = segment_bytes or _segment_size(max_bytes)
         self.dropped = 0
         self.corrupt = 0  # records (or, when uncountable, frames) lost to damaged files
         self.recovered = 0  # records found on disk at open
@@ -184,6 +185,16 @@ class Spool:
                 self._unsynced.append(self._active.seq)  # not here: append is the alert path
             os.close(self._fd)
         self._active, self._fd = None, -1
+
+    def set_limits(self, max_bytes: int, overflow: str) -> None:
+        """New bound and drop policy on an open spool (a reload). Records beyond a smaller
+        bound are dropped, and counted, by the next append; new segments get the new size."""
+        if overflow not in OVERFLOW:
+            raise ValueError(f"overflow must be one of {OVERFLOW}, not {overflow!r}")
+        with self._cond:
+            self.max_bytes, self.overflow = max_bytes, overflow
+            if not self._fixed_segment:
+                self.segment_bytes = _segment_size(max_bytes)
 
     # --- consumer ---------------------------------------------------------------------
 
@@ -371,6 +382,10 @@ class Spool:
             self._records += count
             self._pending += good_end - start
             self.recovered += count
+
+
+def _segment_size(max_bytes: int) -> int:
+    return min(MAX_SEGMENT, max(MIN_SEGMENT, max_bytes // 16))
 
 
 def _scan(data: bytes, pos: int) -> tuple[int, int]:

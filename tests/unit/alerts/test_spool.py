@@ -162,6 +162,23 @@ def test_drop_oldest_never_drops_the_batch_out_for_delivery(tmp_path):
     assert rec(2) not in rest  # the oldest segment not being delivered went first
 
 
+def test_new_limits_on_an_open_spool_apply_to_the_next_append(tmp_path):
+    """A reload that changes spool.maxBytes or overflow keeps the spool open (set_limits)."""
+    frame = FRAME.size + 20
+    s = Spool(tmp_path / "q", max_bytes=1 << 20)
+    for i in range(10):
+        s.append(rec(i))
+    s.set_limits(4 * frame, "drop_newest")
+    assert (s.max_bytes, s.overflow, s.segment_bytes) == (4 * frame, "drop_newest", 4096)
+    assert not s.append(rec(10)) and s.dropped == 1  # over the new bound: refused, counted
+    s.set_limits(4 * frame, "drop_oldest")
+    assert s.append(rec(11))
+    kept = drain(s)
+    assert kept[-1] == rec(11) and s.dropped + len(kept) == 12
+    with pytest.raises(ValueError):
+        s.set_limits(1 << 20, "drop_everything")
+
+
 def test_a_record_that_can_never_fit_is_dropped_alone(tmp_path):
     s = Spool(tmp_path / "q", max_bytes=1000)
     s.append(rec(1))
