@@ -114,6 +114,7 @@ class RemoteSink(ABC):
         self.name = name
         self.host, self.port = host, port
         self.spool = spool
+        self._owns_spool = True  # False once handed to a replacing sink (release_spool)
         self.alerts = alerts
         self.telemetry = telemetry
         self.send_timeout = send_timeout
@@ -185,6 +186,14 @@ class RemoteSink(ABC):
         self.spool.sync()
 
     def close(self) -> None:
+        self.stop_sending()
+        self._announce_losses(final=True)
+        if self._owns_spool:
+            self.spool.close()
+
+    def stop_sending(self) -> None:
+        """Stop the sender thread (the batch out is confirmed or put back first); `emit`
+        still spools. A reload calls this before another sink takes the spool over."""
         self._stop.set()
         if self._thread is not None:
             # An idle sender notices within IDLE_POLL_S and closes its connection cleanly;
@@ -193,9 +202,22 @@ class RemoteSink(ABC):
             if self._thread.is_alive():
                 self._shutdown_socket()
                 self._thread.join(self.send_timeout)
+            if self._thread.is_alive():
+                self._log.error("remote_sink_sender_stuck", sink=self.name)
             self._thread = None
+
+    def release_spool(self) -> Spool:
+        """Stop for good but leave the spool open: the sink that replaces this one on a
+        reload delivers what is in it. Losses so far are announced here, by this sink."""
+        self.stop_sending()
         self._announce_losses(final=True)
-        self.spool.close()
+        self._owns_spool = False
+        return self.spool
+
+    def adopt_losses(self) -> None:
+        """On a spool taken over from the sink this one replaces: its losses were already
+        announced by that sink, count only new ones from here."""
+        self._reported_lost = self.failed
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -393,9 +415,15 @@ def _keepalive(sock: socket.socket, idle_s: int, timeout_s: float) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def build(cfg: RemoteSinkConfig, state_dir: Path, self_hostname: str = "") -> RemoteSink:
+def spool_dir(cfg: RemoteSinkConfig, state_dir: Path) -> Path:
+    return Path(cfg.spool.dir) if cfg.spool.dir else state_dir / "spool" / cfg.name
+
+
+def build(cfg: RemoteSinkConfig, state_dir: Path, self_hostname: str = "", spool: Spool | None = None) -> RemoteSink:
     """The sink an entry of `sinks.remote` describes (not started). Unreadable TLS or key
-    files, or a spool directory in use, are start errors that name the sink."""
+    files, or a spool directory in use, are start errors that name the sink. `spool`: an
+    open spool to use instead (a reload hands over the one of the sink being replaced);
+    it is left open if the build fails."""
     from karmor_host.alerts.sinks.forward import ForwardSink  # the wire formats import this module
     from karmor_host.alerts.sinks.syslog import SyslogSink
 
@@ -404,8 +432,9 @@ def build(cfg: RemoteSinkConfig, state_dir: Path, self_hostname: str = "") -> Re
     if cfg.tls.enabled:
         tls = TLSSettings(cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.verify, cfg.tls.server_name)
     key = _read_key(cfg.shared_key_file, where) if cfg.shared_key_file else b""
-    directory = Path(cfg.spool.dir) if cfg.spool.dir else state_dir / "spool" / cfg.name
-    spool = Spool(directory, cfg.spool.max_bytes, cfg.spool.overflow)
+    own = spool is None
+    if spool is None:
+        spool = Spool(spool_dir(cfg, state_dir), cfg.spool.max_bytes, cfg.spool.overflow)
     common: dict[str, Any] = dict(
         tls=tls, alerts="alerts" in cfg.records, telemetry="telemetry" in cfg.records,
         send_timeout=float(cfg.send_timeout), retry_max=float(cfg.retry_max), batch_records=cfg.batch_records,
@@ -416,7 +445,8 @@ def build(cfg: RemoteSinkConfig, state_dir: Path, self_hostname: str = "") -> Re
                                self_hostname=self_hostname, **common)
         return SyslogSink(cfg.name, cfg.host, cfg.port, spool, fmt=cfg.format, facility=cfg.facility, **common)
     except BaseException:
-        spool.close()
+        if own:
+            spool.close()
         raise
 
 
