@@ -4,7 +4,8 @@ Three threads. The event thread drains the monitor's ring buffer into the alert 
 The enforcer thread hands the decisions the enforcer took itself (BPF-LSM's kernel events)
 to the pipeline. The main thread owns everything else: signals, the policy directory,
 applies, the systemd watchdog and the status file. Nothing is shared between them but the
-pipeline's matcher, which is swapped as one reference, and a few counters.
+pipeline's matcher, which is swapped as one reference, its sink list, swapped under the
+pipeline's lock on a reload, and a few counters.
 """
 
 from __future__ import annotations
@@ -323,7 +324,8 @@ class Agent:
         return 0
 
     def reload(self) -> None:
-        """SIGHUP: re-read config (a bad one is refused, the running one kept) and every policy."""
+        """SIGHUP: re-read config (a bad one is refused, the running one kept), apply it to
+        the alert pipeline and its sinks, and re-read every policy."""
         from karmor_host import config as config_mod
 
         _notify("RELOADING=1")
@@ -336,8 +338,13 @@ class Agent:
             _log.warning("reload_policy_dir_ignored", wanted=str(new.policy_dir),
                          reason="changing the policy directory needs a restart")
             new = _replace_policy_dir(new, self.config.policy_dir)
+        if new is not self.config:
+            try:
+                self.pipeline.reconfigure(new)  # sinks too: one that cannot be built refuses it all
+            except KarmorError as exc:
+                _log.error("reload_config_refused", error=exc.message, keeping="running configuration")
+                new = self.config
         self.config = new
-        self.pipeline.reconfigure(new)
         self.store.files.clear()  # re-read every file
         self.apply("reload")
         self.write_status()

@@ -6,7 +6,8 @@ Two ways to run it:
   rest; when the queue is full the event is dropped and counted, never blocking the caller
   (the ring-buffer reader).
 Every loss is counted in `stats()`: queue drops, throttled alerts, sink failures, errors.
-`from_config` builds the daemon's pipeline (threaded, journald sink) and starts it.
+`from_config` builds the daemon's pipeline (threaded, journald sink) and starts it;
+`reconfigure` applies a reloaded configuration, sinks included (sinkset.py).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from karmor_host import log
-from karmor_host.alerts import record
+from karmor_host.alerts import record, sinkset
 from karmor_host.alerts.match import CanBlock, Handled, Matcher
 from karmor_host.alerts.record import MONITOR_ENFORCER, HostInfo
 from karmor_host.alerts.sinks.base import Record, Sink
 from karmor_host.alerts.sinks.journald import JournaldSink
 from karmor_host.alerts.sinks.remote import RemoteSink
-from karmor_host.alerts.sinks.remote import build as build_remote_sink
 from karmor_host.alerts.throttle import Notice, Throttle
 from karmor_host.enforce.base import EnforcerAlert
 from karmor_host.kernel.events import Event
@@ -35,6 +35,7 @@ from karmor_host.policy.ruleset import RuleSet
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from karmor_host.alerts.sinkset import SinkChange, SinkSpec
     from karmor_host.config import Config
 
 _STOP = object()
@@ -83,6 +84,11 @@ class AlertPipeline:
         self._queue: queue.Queue[object] | None = queue.Queue(queue_size) if queue_size > 0 else None
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()  # counters are read by `status` from another thread
+        # Held while records go to the sinks and while a reload swaps the list: once the swap
+        # returns, nothing emits to a sink taken out (re-entrant: a sink's emit may raise a notice).
+        self._sinks_lock = threading.RLock()
+        self._specs: dict[str, SinkSpec] | None = None  # None: sinks given by the caller, not reloaded
+        self._state_dir: Path | None = None
         self._throttle_lock = threading.Lock()  # tick() may come from the daemon's loop
         self._log = log.get("karmor_host.alerts.pipeline")
         self.events = 0
@@ -114,9 +120,11 @@ class AlertPipeline:
         `handled_by_enforcer(rule | None, category)`: the decisions the enforcer reports itself
         (handle_enforcer), which the matcher then leaves out."""
         t = config.throttle
+        specs = None
         if sinks is None:
-            sinks = [JournaldSink(telemetry=config.journald.telemetry)] if config.journald.enabled else []
-            sinks += _remote_sinks(config, host, state_dir)
+            state_dir = state_dir or _default_state_dir()
+            specs = sinkset.wanted(config, host.host_name)
+            sinks = _build_all(specs, state_dir, config.journald.telemetry)
         pipeline = cls(
             Matcher(RuleSet(), enforcer_can_block, handled_by_enforcer),
             Throttle(max_per_second=t.max_per_second, quiet_seconds=t.quiet_seconds, enabled=t.enabled),
@@ -126,12 +134,16 @@ class AlertPipeline:
             enforcer=enforcer,
             queue_size=queue_size,
         )
+        pipeline._specs, pipeline._state_dir = specs, state_dir
         for sink in pipeline.sinks:
-            if isinstance(sink, RemoteSink):
-                sink.on_notice = pipeline.sink_notice
-                sink.start()
+            pipeline._start_sink(sink)
         pipeline.start()
         return pipeline
+
+    def _start_sink(self, sink: Sink) -> None:
+        if isinstance(sink, RemoteSink):
+            sink.on_notice = self.sink_notice
+            sink.start()
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -150,18 +162,72 @@ class AlertPipeline:
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded configuration: throttle limits (counts are kept), telemetry
-        categories, the journald sink's telemetry switch, and the record identity."""
+        categories, the journald sink's telemetry switch, the record identity, and the sinks
+        (journald on/off, `sinks.remote`: unchanged ones keep running, the others are
+        replaced, removed or added). A sink that cannot be built raises KarmorError before
+        anything changed: the running configuration stays whole."""
+        host = self.host
+        if config.cluster != host.cluster_name or (config.hostname or host.host_name) != host.host_name:
+            host = HostInfo.detect(cluster_name=config.cluster, host_name=config.hostname or None)
+        change = None
+        if self._specs is not None:
+            running = {n: (spec, self._sink_named(n)) for n, spec in self._specs.items()}
+            change = sinkset.prepare(running, sinkset.wanted(config, host.host_name),
+                                     self._state_dir or _default_state_dir(), config.journald.telemetry)
         t = config.throttle
         with self._throttle_lock:
             self.throttle.max_per_second = t.max_per_second
             self.throttle.quiet_seconds = t.quiet_seconds
             self.throttle.enabled = t.enabled
         self.telemetry = frozenset(_category_name(v) for v in config.visibility)
+        self.host = host
+        if change is not None and change.changed:
+            self._swap_sinks(change)
         for sink in self.sinks:
             if isinstance(sink, JournaldSink):
                 sink.telemetry = config.journald.telemetry
-        if config.cluster != self.host.cluster_name or (config.hostname or self.host.host_name) != self.host.host_name:
-            self.host = HostInfo.detect(cluster_name=config.cluster, host_name=config.hostname or None)
+
+    def _sink_named(self, name: str) -> Sink:
+        return next(s for s in self.sinks if getattr(s, "name", None) == name)
+
+    def _swap_sinks(self, change: SinkChange) -> None:
+        """Swap the sink list in one step, then stop what went out and start what came in.
+        A spool handed over keeps receiving records throughout: its old sink stops sending
+        first, the new one sends once started; nothing goes to a closed spool."""
+        for old, _ in change.handovers:
+            old.stop_sending()  # still spools, no longer sends to the old destination
+        with self._sinks_lock:  # the worker is between two records
+            for old, new in change.handovers:
+                old.release_spool()  # its last loss notice goes out through the old list
+                entry = change.specs[new.name].entry
+                assert entry is not None and new.spool is old.spool
+                new.spool.set_limits(entry.spool.max_bytes, entry.spool.overflow)
+                new.adopt_losses()
+            self.sinks = change.sinks
+            self._specs = change.specs
+        handed = {id(old) for old, _ in change.handovers}
+        for sink in change.retired:
+            if id(sink) not in handed:
+                self._close_sink(sink)
+        for sink in change.new:
+            self._start_sink(sink)
+        self._log_change(change)
+
+    def _close_sink(self, sink: Sink) -> None:
+        try:
+            sink.close()
+        except Exception:  # noqa: BLE001 - one bad sink must not keep the others open
+            self._count_sink_error(sink)
+
+    def _log_change(self, change: SinkChange) -> None:
+        old = {getattr(s, "name", ""): s for s in change.retired}
+        for name in change.diff.removed:
+            self._log.info("sink_removed", sink=name, destination=_destination(old[name]))
+        for name in change.diff.replaced:
+            self._log.info("sink_replaced", sink=name, destination=change.specs[name].destination,
+                           was=_destination(old[name]), changed=change.changed_keys.get(name, []))
+        for name in change.diff.added:
+            self._log.info("sink_added", sink=name, destination=change.specs[name].destination)
 
     # --- input -----------------------------------------------------------------------------
 
@@ -211,11 +277,9 @@ class AlertPipeline:
 
     def close(self) -> None:
         self.stop()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception:  # noqa: BLE001 - one bad sink must not keep the others open
-                self._count_sink_error(sink)
+        with self._sinks_lock:
+            for sink in self.sinks:
+                self._close_sink(sink)
 
     def _run(self) -> None:
         assert self._queue is not None
@@ -314,38 +378,42 @@ class AlertPipeline:
             self._emit(notice.record(self.host))
 
     def _emit(self, rec: Record, telemetry: bool = False) -> None:
-        for sink in self.sinks:
-            if telemetry and not sink.telemetry:
-                continue
-            try:
-                sink.emit(rec)
-            except Exception:  # noqa: BLE001 - sinks should count, not raise; guard anyway
-                self._count_sink_error(sink)
+        with self._sinks_lock:
+            for sink in self.sinks:
+                if telemetry and not sink.telemetry:
+                    continue
+                try:
+                    sink.emit(rec)
+                except Exception:  # noqa: BLE001 - sinks should count, not raise; guard anyway
+                    self._count_sink_error(sink)
 
     def sink_notice(self, origin: Sink, operation: str, message: str, data: str, extra: dict[str, Any]) -> None:
         """A SystemEvent a sink raises about itself (a remote sink that lost records): sent
         to every other sink, so the loss shows up in the journal even while the collector
-        is unreachable. Called in the pipeline's thread (from the sink's emit or close)."""
+        is unreachable. Called from the sink's emit or close: in the pipeline's thread, or
+        in the main thread when a reload closes the sink."""
         rec = record.system_event(self.host, operation, message, data=data, extra=extra)
         with self._lock:
             self.system_events += 1
-        for sink in self.sinks:
-            if sink is not origin:
-                try:
-                    sink.emit(rec)
-                except Exception:  # noqa: BLE001
-                    self._count_sink_error(sink)
+        with self._sinks_lock:
+            for sink in self.sinks:
+                if sink is not origin:
+                    try:
+                        sink.emit(rec)
+                    except Exception:  # noqa: BLE001
+                        self._count_sink_error(sink)
 
     def _count_sink_error(self, sink: Sink) -> None:
         with self._lock:
             self.sink_errors[getattr(sink, "name", type(sink).__name__)] += 1
 
     def flush(self) -> None:
-        for sink in self.sinks:
-            try:
-                sink.flush()
-            except Exception:  # noqa: BLE001
-                self._count_sink_error(sink)
+        with self._sinks_lock:
+            for sink in self.sinks:
+                try:
+                    sink.flush()
+                except Exception:  # noqa: BLE001
+                    self._count_sink_error(sink)
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -379,19 +447,25 @@ class AlertPipeline:
         return out
 
 
-def _remote_sinks(config: Config, host: HostInfo, state_dir: Path | None) -> list[Sink]:
-    if not config.remote_sinks:
-        return []
-    if state_dir is None:
-        from karmor_host.paths import default_paths
+def _default_state_dir() -> Path:
+    from karmor_host.paths import default_paths
 
-        state_dir = default_paths().state_dir
+    return default_paths().state_dir
+
+
+def _build_all(specs: dict[str, SinkSpec], state_dir: Path, journald_telemetry: bool) -> list[Sink]:
     built: list[Sink] = []
     try:
-        for cfg in config.remote_sinks:
-            built.append(build_remote_sink(cfg, state_dir, self_hostname=host.host_name))
+        for spec in specs.values():
+            built.append(sinkset.build(spec, state_dir, journald_telemetry))
     except BaseException:
         for sink in built:  # release the spools already opened (their locks)
             sink.close()
         raise
     return built
+
+
+def _destination(sink: Sink) -> str:
+    if isinstance(sink, RemoteSink):
+        return f"{sink.kind} {sink.host}:{sink.port}"
+    return getattr(sink, "name", type(sink).__name__)
