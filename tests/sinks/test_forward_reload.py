@@ -1,6 +1,7 @@
 """The real agent (`karmor-host run`) reloads its forward sinks on SIGHUP: a sink whose
 address changed delivers to the new collector and no longer to the old one, a sink added
-starts delivering, a sink removed stops, and an unchanged sink keeps its one connection."""
+starts delivering, a sink removed stops, an unchanged sink keeps its one connection, and a
+configuration with a sink that cannot be built is refused whole."""
 
 from __future__ import annotations
 
@@ -99,6 +100,18 @@ def test_sighup_moves_adds_and_removes_sinks_and_keeps_the_unchanged_one(tmp_pat
         third = read_file(target)
         assert arrived(new, name, third) and arrived(kept, name, third), agent.log()[-3000:]
         assert not pids_at(added, name) & third and not pids_at(old, name) & (second | third)
+
+        # a sink that cannot be built refuses the whole configuration: the running sinks stay
+        bad_tls = "    tls: {enabled: true, caFile: /nonexistent/ca.pem}\n"
+        rewrite_config(agent, sinks_config(sink("moving", old.port), sink("kept", kept.port),
+                                           sink("broken", added.port) + bad_tls))
+        reload(agent, {"reload_config_refused": 1})
+        [refused] = agent.log_events("reload_config_refused")
+        assert "sinks.remote broken: cannot load tls.caFile /nonexistent/ca.pem" in refused["error"]
+        assert len(agent.log_events("sink_replaced")) == 1 and not agent.log_events("sink_added")[1:]
+        fourth = read_file(target)
+        assert arrived(new, name, fourth) and arrived(kept, name, fourth), agent.log()[-3000:]
+        assert not pids_at(old, name) & fourth
 
         assert kept.connections == 1, "the unchanged sink reconnected"
         sinks = agent.status()["alerts"]["sinks"]  # status.json is rewritten by every reload
