@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 LOOPS_C = Path(__file__).with_name("loops.c")
 LOOPS = "loops"
-CONSOLE = "console.log"
 TIMEOUT_S = 3600  # boot + bench + power-off; the guest emulates its CPU (TCG)
 
 
@@ -73,28 +70,12 @@ def run(module: str, result: str, config: str = "apparmor", timeout_s: int = TIM
     image = harness.prepare(workdir, None, cfg)
     cmd = harness.vng_command(cfg, harness.find_kernel(), workdir, guest_command(workdir, cfg.name, module), image)
     started = time.monotonic()
-    # Through a pipe copied by a thread: QEMU re-opens its stdout (tests/vm/harness.py says why).
-    # A session of its own, so a timeout kills vng, QEMU and their helpers together.
-    with open(workdir / CONSOLE, "ab") as console:
-        console.write(f"$ {shlex.join(cmd)}\n".encode())
-        console.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=workdir, env={**os.environ, "PATH": harness._path()},  # noqa: SLF001
-                                start_new_session=True)
-        copier = threading.Thread(target=harness._copy, args=(proc.stdout, console), daemon=True)  # noqa: SLF001
-        copier.start()
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            harness._kill_group(proc)  # noqa: SLF001
-        copier.join(timeout=10)
+    returncode = harness.run_vng(cmd, workdir, timeout_s)  # console in workdir/console.log
     seconds = time.monotonic() - started
     path = workdir / result
     if not path.is_file():
-        tail = (workdir / CONSOLE).read_text(errors="replace").splitlines()[-40:]
-        why = f"killed after {timeout_s} s" if timed_out else f"vng rc={proc.returncode}"
+        tail = (workdir / harness.CONSOLE_NAME).read_text(errors="replace").splitlines()[-40:]
+        why = f"killed after {timeout_s} s" if returncode is None else f"vng rc={returncode}"
         raise RuntimeError(f"the guest wrote no {result} ({why}; work dir {workdir}); console:\n" + "\n".join(tail))
     return GuestResult(json.loads(path.read_text()), workdir, seconds)
 

@@ -270,13 +270,28 @@ def boot(cfg: GuestConfig, workdir: Path, pytest_args: Sequence[str] = (), image
     cmd = vng_command(cfg, kernel, workdir, exec_cmd, image)
     limit = timeout_of(cfg)
     start = time.monotonic()
+    returncode = run_vng(cmd, workdir, limit)
+    return GuestRun(
+        config=cfg,
+        kernel=kernel,
+        workdir=workdir,
+        returncode=returncode,
+        wall_seconds=time.monotonic() - start,
+        timed_out=returncode is None,
+        report=GuestReport.load(workdir / REPORT_NAME),
+    )
+
+
+def run_vng(cmd: Sequence[str], workdir: Path, limit: float) -> int | None:
+    """Run a vng command line, its output appended to <workdir>/console.log; its exit status,
+    or None when it ran past `limit` seconds and was killed."""
     # vng's output must go through a pipe: QEMU re-opens its stdout, so a file given as
     # stdout gets overwritten from offset 0. A thread copies the pipe into console.log.
     with open(workdir / CONSOLE_NAME, "ab") as console:
         console.write(f"$ {shlex.join(cmd)}\n".encode())
         console.flush()
         proc = subprocess.Popen(
-            cmd,
+            list(cmd),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -286,22 +301,13 @@ def boot(cfg: GuestConfig, workdir: Path, pytest_args: Sequence[str] = (), image
         )
         copier = threading.Thread(target=_copy, args=(proc.stdout, console), daemon=True)
         copier.start()
-        timed_out = False
         try:
-            proc.wait(timeout=limit)
+            returncode: int | None = proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            timed_out = True
+            returncode = None
             _kill_group(proc)
         copier.join(timeout=10)
-    return GuestRun(
-        config=cfg,
-        kernel=kernel,
-        workdir=workdir,
-        returncode=None if timed_out else proc.returncode,
-        wall_seconds=time.monotonic() - start,
-        timed_out=timed_out,
-        report=GuestReport.load(workdir / REPORT_NAME),
-    )
+    return returncode
 
 
 def _copy(src, dst) -> None:
