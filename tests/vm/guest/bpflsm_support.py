@@ -11,9 +11,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.kernel.agent_harness import KARMOR, POLICY_HEAD, AgentProc, journal, unique, wait_for
 
@@ -80,6 +83,20 @@ def make_scratch() -> Scratch:
 
 def drop_scratch(s: Scratch) -> None:
     subprocess.run(["umount", "-l", str(s.root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[Scratch]:
+    """A fresh tmpfs of programs and files per test module (imported by the modules)."""
+    s = make_scratch()
+    yield s
+    drop_scratch(s)
+
+
+@pytest.fixture(scope="module")
+def agent(request, tmp_path_factory, scratch) -> AgentProc:
+    """The session's shared BPF-LSM agent (the matrix module has its own, per backend)."""
+    return shared_agent(request, tmp_path_factory)
 
 
 def start_agent(workdir: Path, postures: dict[str, str] | None = None, enforcer: str = "auto") -> AgentProc:

@@ -21,9 +21,10 @@ from typing import Callable
 
 import pytest
 
-from tests.vm.guest.bpflsm_support import (
+from tests.vm.guest.bpflsm_support import (  # agent and scratch: module fixtures
     status,
-    BUSYBOX, Matrix, Scratch, applied, denied, drop_scratch, make_scratch, name, not_permitted, one_alert,
+    scratch,
+    BUSYBOX, Matrix, Scratch, applied, denied, name, not_permitted, one_alert,
     reconfigure, run, sh, shared_agent,
 )
 
@@ -66,13 +67,6 @@ def expected_by(backend: Backend, category: str, mode: str) -> tuple[str, str]:
     """(the alert's Enforcer, the cell's note) for this backend."""
     why = backend.by_monitor.get((category, mode))
     return (MONITOR, why) if why else (backend.alerts, "")
-
-
-@pytest.fixture(scope="module")
-def scratch():
-    s = make_scratch()
-    yield s
-    drop_scratch(s)
 
 
 @pytest.fixture(scope="module")

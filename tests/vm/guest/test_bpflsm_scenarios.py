@@ -13,27 +13,16 @@ import time
 import pytest
 
 from tests.kernel.agent_harness import journal
-from tests.vm.guest.bpflsm_support import (
+from tests.vm.guest.bpflsm_support import (  # agent and scratch: module fixtures
     status,
-    BUSYBOX, Matrix, applied, denied, drop_scratch, fields, make_scratch, name, no_alert, one_alert, remove_policy, run, sh,
-    shared_agent, write_policy,
+    agent, scratch,
+    BUSYBOX, Matrix, applied, denied, fields, name, no_alert, one_alert, remove_policy, run, sh,
+    write_policy,
 )
 
 pytestmark = pytest.mark.vm_config("bpflsm")
 
 BLOCKED = {"Action": "Block", "Enforcer": "BPFLSM", "Result": "Permission denied"}
-
-
-@pytest.fixture(scope="module")
-def scratch():
-    s = make_scratch()
-    yield s
-    drop_scratch(s)
-
-
-@pytest.fixture(scope="module")
-def agent(request, tmp_path_factory, scratch):
-    return shared_agent(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.agent_harness import journal, wait_for
-from tests.vm.guest.bpflsm_support import (
+from tests.vm.guest.bpflsm_support import (  # agent and scratch: module fixtures
     status,
-    BUSYBOX, PIN_DIR, cleanup_pins, denied, drop_scratch, make_scratch, name, one_alert, policy_text, remove_policy,
+    agent, scratch,
+    BUSYBOX, PIN_DIR, cleanup_pins, denied, name, one_alert, policy_text, remove_policy,
     replace_shared, run, shared_agent, start_agent, stop_agent, write_policy, write_policy_by,
 )
 
@@ -41,18 +42,6 @@ while not os.path.exists(stop):
     time.sleep(interval)
 print(ok, no)
 """
-
-
-@pytest.fixture(scope="module")
-def scratch():
-    s = make_scratch()
-    yield s
-    drop_scratch(s)
-
-
-@pytest.fixture(scope="module")
-def agent(request, tmp_path_factory, scratch):
-    return shared_agent(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
